@@ -1,0 +1,55 @@
+"""Console, progress bars and the translation of errors into messages and exit codes."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ssrl.errors import ConfigError, RejectError, SSRLError, StoreError
+
+console = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+EXIT_FAILURE, EXIT_CONFIG, EXIT_INPUT, EXIT_STORE, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
+
+
+def report_error(e: BaseException) -> int:
+    if isinstance(e, KeyboardInterrupt):
+        console.print("[red]interrupted[/red]: committed shards are kept; rerun the same command to resume")
+        return EXIT_INTERRUPTED
+    if isinstance(e, click.exceptions.Abort):
+        return EXIT_INTERRUPTED
+    if isinstance(e, click.ClickException):
+        e.show()
+        return EXIT_CONFIG
+    if isinstance(e, ConfigError):
+        console.print("[bold red]config error[/bold red]:")
+        for p in e.problems:
+            console.print(f"  - {p}", markup=False)
+        return EXIT_CONFIG
+    if isinstance(e, RejectError):
+        console.print(f"[bold red]bad input[/bold red] (--strict): {e}", markup=False)
+        return EXIT_INPUT
+    if isinstance(e, StoreError):
+        console.print(f"[bold red]store error[/bold red]: {e}", markup=False)
+        return EXIT_STORE
+    if isinstance(e, SSRLError):
+        console.print(f"[bold red]error[/bold red]: {e}", markup=False)
+        return EXIT_FAILURE
+    console.print(f"[bold red]internal error[/bold red] ({type(e).__name__}): {e}", markup=False)
+    console.print("this is a bug in ssrl; please report it with the command you ran", style="dim")
+    return EXIT_FAILURE
+
+
+@contextlib.contextmanager
+def progress_bar(description: str) -> Iterator[tuple[Callable[[int], None], Callable[[int], None]]]:
+    """(set_total, advance) callbacks driving one rich progress bar."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("eta"), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(description, total=None)
+        yield (lambda n: progress.update(task, total=n)), (lambda n: progress.advance(task, n))

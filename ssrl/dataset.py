@@ -1,0 +1,153 @@
+"""The on-disk dataset: Parquet shards in the layout EasyR1/verl-style trainers and HF ``datasets`` read.
+
+Columns: ``id``, ``problem`` (one ``<image>`` per image), ``answer``, ``images`` (list of {bytes, path}),
+``task``, ``source_id``, ``meta`` (JSON). The schema carries Hugging Face feature metadata so
+``datasets.load_dataset("parquet", ...)`` decodes ``images`` as a list of images, whatever their count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ssrl.errors import SSRLError
+from ssrl.store import Store, open_store
+
+SHARD_FILE = "shard-{:05d}.parquet"
+SHARD_RECORD = "shard-{:05d}.json"
+ROW_GROUP = 32
+
+_FEATURES = {
+    "id": {"dtype": "string", "_type": "Value"},
+    "problem": {"dtype": "string", "_type": "Value"},
+    "answer": {"dtype": "string", "_type": "Value"},
+    "images": {"feature": {"_type": "Image"}, "_type": "List"},
+    "task": {"dtype": "string", "_type": "Value"},
+    "source_id": {"dtype": "string", "_type": "Value"},
+    "meta": {"dtype": "string", "_type": "Value"},
+}
+SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("problem", pa.string()),
+        ("answer", pa.string()),
+        ("images", pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())]))),
+        ("task", pa.string()),
+        ("source_id", pa.string()),
+        ("meta", pa.string()),
+    ],
+    metadata={b"huggingface": json.dumps({"info": {"features": _FEATURES}}).encode()},
+)
+
+
+def shard_name(index: int) -> str:
+    return SHARD_FILE.format(index)
+
+
+class _HashingFile:
+    """Counts and hashes what pyarrow writes, so the commit record needs no second read."""
+
+    def __init__(self, f: BinaryIO):
+        self._f, self.sha = f, hashlib.sha256()
+        self.size = 0
+        self.closed = False
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        self.size += len(data)
+        return self._f.write(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class ShardWriter:
+    """Streams rows into one shard in row groups (memory bounded by ``ROW_GROUP`` rows); atomic on exit."""
+
+    def __init__(self, store: Store, key: str):
+        self.store, self.key = store, key
+        self.rows = 0
+        self.bytes = 0
+        self.sha256 = ""
+        self._pending: list[dict[str, Any]] = []
+
+    def __enter__(self) -> ShardWriter:
+        self._cm = self.store.open_write(self.key)
+        self._file = _HashingFile(self._cm.__enter__())
+        self._writer = pq.ParquetWriter(self._file, SCHEMA, compression="zstd", write_statistics=False)
+        return self
+
+    def add(self, row: dict[str, Any]) -> None:
+        self._pending.append(row)
+        self.rows += 1
+        if len(self._pending) >= ROW_GROUP:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._writer.write_table(pa.Table.from_pylist(self._pending, schema=SCHEMA), row_group_size=ROW_GROUP)
+            self._pending = []
+
+    def __exit__(self, exc_type, exc, tb) -> bool | None:
+        try:
+            if exc_type is None:
+                self._flush()
+            self._writer.close()
+        except BaseException as e:
+            self._cm.__exit__(type(e), e, e.__traceback__)  # discards the temporary file
+            raise
+        self.bytes, self.sha256 = self._file.size, self._file.sha.hexdigest()
+        return self._cm.__exit__(exc_type, exc, tb)
+
+
+# ------------------------------------------------------------------------------------------ reading
+def committed_shards(store: Store) -> list[str]:
+    """Shard files that have a commit record; anything else (a crashed writer's leftovers) is ignored."""
+    keys = set(store.list())
+    out = []
+    for key in sorted(keys):
+        if key.startswith("shard-") and key.endswith(".json"):
+            rec = json.loads(store.read_bytes(key))
+            if rec.get("file") in keys:
+                out.append(rec["file"])
+    return out
+
+
+def read_manifest(url: str | Store) -> dict[str, Any]:
+    store = open_store(url) if isinstance(url, str) else url
+    if not store.exists("manifest.json"):
+        raise SSRLError(f"{store.object_url('manifest.json')} does not exist: the dataset is incomplete or "
+                        "not generated yet (run `ssrl generate` until every shard is committed)")
+    return json.loads(store.read_bytes("manifest.json"))
+
+
+def iter_rows(url: str | Store, limit: int | None = None, tasks: list[str] | None = None) -> Iterator[dict]:
+    """Rows of every committed shard, in order, reading one row group at a time."""
+    store = open_store(url) if isinstance(url, str) else url
+    shards = committed_shards(store)
+    if not shards:
+        raise SSRLError(f"{store.url} holds no committed shards")
+    n = 0
+    for key in shards:
+        local = store.local_path(key)
+        source = pa.BufferReader(store.read_bytes(key)) if local is None else str(local)
+        pf = pq.ParquetFile(source)
+        for g in range(pf.num_row_groups):
+            for row in pf.read_row_group(g).to_pylist():
+                if tasks and row["task"] not in tasks:
+                    continue
+                yield row
+                n += 1
+                if limit is not None and n >= limit:
+                    return

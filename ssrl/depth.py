@@ -1,0 +1,196 @@
+"""Depth readers for the formats of the paper's RGB-D datasets: MegaDepth HDF5, DIODE .npy, 16-bit PNG.
+
+Every reader returns float32 (H, W), larger = farther, NaN where invalid, and raises ``RejectError`` with a
+one-line reason on bad input. Readers take bytes (sources may live in an object store) and dispatch on the
+file name's extension.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import Any
+
+import numpy as np
+
+from ssrl.errors import RejectError
+
+__all__ = ["DEPTH_EXTENSIONS", "DepthFormat", "read_depth", "validate_depth"]
+
+DEPTH_EXTENSIONS = (".h5", ".hdf5", ".npy", ".png")
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+@dataclass(frozen=True)
+class DepthFormat:
+    """How to read depth files; defaults match MegaDepth, DIODE and millimetre 16-bit PNGs."""
+
+    h5_key: str = "depth"
+    png_scale: float = 0.001  # PNG value * scale = depth (millimetres -> metres)
+    min_valid_fraction: float = 0.01  # sparser maps give too few pixels to ask depth questions about
+    max_pixels: int = 100_000_000  # refuse declared sizes above this before reading the data
+
+
+def validate_depth(depth: np.ndarray, image_hw: tuple[int, int] | None = None, *,
+                   min_valid_fraction: float = 0.01) -> np.ndarray:
+    """Normalise to float32 (H, W) with NaN for invalid (NaN, +-Inf, <= 0) and check it is usable.
+
+    >>> validate_depth(np.array([[0.0, 1.0], [np.inf, 2.0]])).tolist()
+    [[nan, 1.0], [nan, 2.0]]
+    >>> validate_depth(np.ones((100, 80)), image_hw=(120, 90))
+    Traceback (most recent call last):
+    ...
+    ssrl.errors.RejectError: depth 100x80 does not match image 120x90 (height x width)
+    """
+    arr = np.asarray(depth)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    if arr.ndim != 2:
+        raise RejectError(f"depth must be 2-D (H, W) or (H, W, 1), got shape {tuple(arr.shape)}")
+    if arr.dtype.kind not in "biuf":
+        raise RejectError(f"depth must be numeric, got dtype {arr.dtype}")
+    if image_hw is not None and tuple(arr.shape) != tuple(image_hw):
+        h, w = arr.shape
+        raise RejectError(f"depth {h}x{w} does not match image {image_hw[0]}x{image_hw[1]} (height x width)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # float64 beyond float32 range -> inf -> invalid
+        out = arr.astype(np.float32, copy=True)
+    valid = np.isfinite(out) & (out > 0)
+    out[~valid] = np.nan
+    n_valid = int(np.count_nonzero(valid))
+    if n_valid == 0:
+        raise RejectError("depth has no valid pixels (all zero, negative, NaN or Inf)")
+    fraction = n_valid / valid.size
+    if fraction < min_valid_fraction:
+        raise RejectError(
+            f"depth has too few valid pixels: {fraction:.2%} (minimum {min_valid_fraction:.2%})"
+        )
+    return np.ascontiguousarray(out)
+
+
+def read_depth(depth_data: bytes, depth_name: str, mask_data: bytes | None = None, *,
+               fmt: DepthFormat = DepthFormat(), image_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """Read a depth file's bytes (format from ``depth_name``'s extension), apply the optional validity mask
+    (a ``.npy``, nonzero = valid) and validate; float32 (H, W), NaN = invalid."""
+    ext = PurePath(depth_name).suffix.lower()
+    if ext not in DEPTH_EXTENSIONS:
+        raise RejectError(f"unsupported depth format {ext or '(no extension)'!r} for {depth_name!r}; "
+                          f"expected one of {', '.join(DEPTH_EXTENSIONS)}")
+    if not depth_data:
+        raise RejectError(f"empty depth file {depth_name!r}")
+    if ext in (".h5", ".hdf5"):
+        depth = _read_h5(depth_data, fmt)
+    elif ext == ".npy":
+        depth = _read_npy(depth_data, "depth")
+    else:
+        depth = _read_png(depth_data, fmt)
+    if depth.ndim == 3 and depth.shape[2] == 1:
+        depth = depth[..., 0]
+    if mask_data is not None:
+        depth = _apply_mask(depth, _read_npy(mask_data, "mask"))
+    return validate_depth(depth, image_hw, min_valid_fraction=fmt.min_valid_fraction)
+
+
+# --------------------------------------------------------------------------------------------- readers
+
+
+def _check_pixels(shape: tuple[int, ...], fmt: DepthFormat, what: str) -> None:
+    n = int(np.prod(shape, dtype=np.int64))
+    if n > fmt.max_pixels:
+        raise RejectError(f"{what} declares {'x'.join(map(str, shape))} = {n} values, above the limit "
+                          f"of {fmt.max_pixels}")
+
+
+def _read_h5(data: bytes, fmt: DepthFormat) -> np.ndarray:
+    """MegaDepth: one float dataset (default key ``depth``), 0 = invalid."""
+    import h5py  # imported lazily: only RGB-D sources need it
+
+    try:
+        with h5py.File(io.BytesIO(data), "r") as f:
+            node = f.get(fmt.h5_key)
+            if not isinstance(node, h5py.Dataset):
+                keys = _h5_datasets(f)
+                found = ", ".join(keys[:20]) + (" ..." if len(keys) > 20 else "") if keys else "none"
+                raise RejectError(f"HDF5 has no dataset {fmt.h5_key!r} (datasets present: {found})")
+            if node.dtype.kind not in "biuf":
+                raise RejectError(f"HDF5 dataset {fmt.h5_key!r} is not numeric (dtype {node.dtype})")
+            _check_pixels(node.shape, fmt, f"HDF5 dataset {fmt.h5_key!r}")
+            return np.asarray(node[()])
+    except RejectError:
+        raise
+    except Exception as e:
+        raise RejectError(f"depth .h5 is not an HDF5 file or is corrupt: {_short(e)}") from None
+
+
+def _h5_datasets(f: Any) -> list[str]:
+    """Every dataset path in the file, sorted, to tell users which key to configure."""
+    import h5py
+
+    names: list[str] = []
+    f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+    return sorted(names)
+
+
+def _read_npy(data: bytes, what: str) -> np.ndarray:
+    """DIODE depth/mask ``.npy``; never unpickles (object arrays are refused)."""
+    if not data:
+        raise RejectError(f"empty {what} file")
+    if not data.startswith(_NPY_MAGIC):
+        raise RejectError(f"{what} is not a .npy file")
+    try:
+        arr = np.load(io.BytesIO(data), allow_pickle=False)
+    except ValueError as e:
+        if "pickle" in str(e).lower() or "object" in str(e).lower():
+            raise RejectError(f"{what} .npy holds pickled Python objects; refusing to unpickle") from None
+        raise RejectError(f"{what} .npy is corrupt: {_short(e)}") from None
+    except Exception as e:
+        raise RejectError(f"{what} .npy is corrupt: {_short(e)}") from None
+    if arr.dtype.kind not in "biuf":
+        raise RejectError(f"{what} .npy must be numeric, got dtype {arr.dtype}")
+    return arr
+
+
+def _read_png(data: bytes, fmt: DepthFormat) -> np.ndarray:
+    """16-bit grey PNG, value * ``png_scale``, 0 = invalid. 8-bit PNGs are refused: too coarse for depth."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # bomb warnings included: our own limit decides below
+            with Image.open(io.BytesIO(data), formats=["PNG"]) as img:
+                _check_pixels((img.size[1], img.size[0]), fmt, "depth PNG")
+                mode = img.mode
+                if mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+                    raise RejectError(f"depth PNG must be 16-bit grey, got mode {mode}")
+                img.load()
+                arr = np.asarray(img)
+    except RejectError:
+        raise
+    except UnidentifiedImageError:
+        raise RejectError("depth .png is not a PNG image") from None
+    except Exception as e:
+        raise RejectError(f"depth PNG is not decodable: {_short(e)}") from None
+    return arr.astype(np.float32) * np.float32(fmt.png_scale)
+
+
+def _apply_mask(depth: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """NaN where the mask is zero. DIODE quirk: masks can be wider than the depth; crop them to its width."""
+    if mask.ndim == 3 and mask.shape[2] == 1:
+        mask = mask[..., 0]
+    if mask.ndim != 2 or depth.ndim != 2:
+        raise RejectError(f"mask must be 2-D, got shape {tuple(mask.shape)} for depth {tuple(depth.shape)}")
+    if mask.shape[1] > depth.shape[1]:
+        mask = mask[:, : depth.shape[1]]
+    if mask.shape != depth.shape:
+        raise RejectError(f"mask {mask.shape[0]}x{mask.shape[1]} does not match depth "
+                          f"{depth.shape[0]}x{depth.shape[1]} (height x width)")
+    valid = np.nan_to_num(mask.astype(np.float64, copy=False), nan=0.0) != 0
+    out = depth.astype(np.float32, copy=True)
+    out[~valid] = np.nan
+    return out
+
+
+def _short(e: BaseException) -> str:
+    return (" ".join(str(e).split()) or type(e).__name__)[:200]

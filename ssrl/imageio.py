@@ -1,0 +1,387 @@
+"""Decoding users' images safely, resizing them to a VLM pixel budget, and encoding them deterministically.
+
+Every bad input (empty, not an image, truncated, corrupt, decompression bomb, unusable mode) becomes a
+``RejectError`` with a one-line reason, so the generator can skip it and report why; no Pillow exception,
+warning or traceback escapes. Pillow's global settings (``Image.MAX_IMAGE_PIXELS``,
+``ImageFile.LOAD_TRUNCATED_IMAGES``) are never changed.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ssrl.errors import RejectError
+
+__all__ = [
+    "MAX_ASPECT_RATIO",
+    "PixelBudget",
+    "decode_fitted",
+    "decode_image",
+    "encode_image",
+    "fit_budget",
+    "image_to_rgb",
+    "probe_image",
+    "resize_depth",
+    "resize_rgb",
+    "smart_resize",
+]
+
+#: Qwen2-VL refuses more elongated images; so do we (such images make degenerate crops and tiles).
+MAX_ASPECT_RATIO = 200
+#: Formats we let Pillow open. Deliberately excludes EPS/PS (Pillow shells out to Ghostscript) and exotic
+#: plugins; MPO is how Pillow opens many phone JPEGs.
+SAFE_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "BMP", "DIB", "TIFF", "GIF", "PPM", "TGA", "AVIF")
+ENCODE_FORMATS = ("png", "jpeg", "webp")
+_ORIENTATION_TAG = 0x0112
+_SWAPS_AXES = (5, 6, 7, 8)  # EXIF orientations that transpose width and height
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+_UINT16_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+@dataclass(frozen=True)
+class PixelBudget:
+    """Pixel range a VLM image may have; sides are multiples of ``factor`` (patch 14 x merge 2 for Qwen2-VL)."""
+
+    min_pixels: int = 262_144
+    max_pixels: int = 1_003_520
+    factor: int = 28
+
+    def __post_init__(self) -> None:
+        if self.factor < 1 or self.min_pixels < 1 or self.max_pixels < self.min_pixels:
+            raise ValueError(f"invalid PixelBudget {self}: need factor >= 1 and 1 <= min_pixels <= max_pixels")
+
+
+def smart_resize(height: int, width: int, budget: PixelBudget) -> tuple[int, int]:
+    """Qwen2-VL's resize rule: sides multiples of ``factor``, area within budget, aspect ratio kept.
+
+    Using the model's own rule means the processor will not resize our images again.
+
+    >>> smart_resize(1064, 1600, PixelBudget())
+    (812, 1204)
+    >>> smart_resize(100, 100, PixelBudget())
+    (532, 532)
+    >>> smart_resize(600, 800, PixelBudget())
+    (588, 812)
+    >>> smart_resize(10, 3000, PixelBudget())
+    Traceback (most recent call last):
+    ...
+    ssrl.errors.RejectError: aspect ratio 300.0 exceeds 200 (image 10x3000)
+    """
+    if height < 1 or width < 1:
+        raise RejectError(f"image has no pixels ({height}x{width})")
+    ratio = max(height, width) / min(height, width)
+    if ratio > MAX_ASPECT_RATIO:
+        raise RejectError(f"aspect ratio {ratio:.1f} exceeds {MAX_ASPECT_RATIO} (image {height}x{width})")
+    f = budget.factor
+    h_bar = max(f, round(height / f) * f)
+    w_bar = max(f, round(width / f) * f)
+    if h_bar * w_bar > budget.max_pixels:
+        beta = math.sqrt(height * width / budget.max_pixels)
+        h_bar = max(f, math.floor(height / beta / f) * f)
+        w_bar = max(f, math.floor(width / beta / f) * f)
+    elif h_bar * w_bar < budget.min_pixels:
+        beta = math.sqrt(budget.min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / f) * f
+        w_bar = math.ceil(width * beta / f) * f
+    return h_bar, w_bar
+
+
+# --------------------------------------------------------------------------------------------- decoding
+
+
+class _Guard(warnings.catch_warnings):
+    """Records every warning raised inside (none leaks, none is turned into an error by ``-W error``).
+
+    Pillow warns about odd but decodable files (corrupt EXIF, palette transparency); callers only look for
+    ``DecompressionBombWarning``. ``catch_warnings`` is process-global state: warnings that other threads
+    emit meanwhile are swallowed too.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(record=True)
+
+    def __enter__(self) -> list[warnings.WarningMessage]:
+        caught = super().__enter__()
+        warnings.simplefilter("always")
+        assert caught is not None
+        return caught
+
+
+def _bomb_warned(caught: list[warnings.WarningMessage]) -> bool:
+    return any(issubclass(w.category, Image.DecompressionBombWarning) for w in caught)
+
+
+def _allowed_formats() -> list[str]:
+    Image.init()
+    return [f for f in SAFE_FORMATS if f in Image.OPEN]
+
+
+def _open(data: bytes, max_decode_pixels: int) -> Image.Image:
+    """Read only the header; reject empty data, non-images and declared sizes above the local limit.
+
+    Pillow's own bomb warning (above its global limit) is ignored here because our local ``img.size``
+    check decides; Pillow's hard ``DecompressionBombError`` (2x its global limit) is still a reject.
+    """
+    if not data:
+        raise RejectError("empty file")
+    try:
+        img = Image.open(io.BytesIO(data), formats=_allowed_formats())
+    except Image.DecompressionBombError as e:
+        raise RejectError(f"decompression bomb: {e}") from None
+    except UnidentifiedImageError:
+        raise RejectError(f"not a decodable image: unrecognised format ({len(data)} bytes)") from None
+    except Exception as e:  # a plugin choking on a malformed header: any error means "cannot use"
+        raise _data_error(e) from None
+    w, h = img.size
+    if w < 1 or h < 1:
+        raise RejectError(f"not a decodable image: declared size {w}x{h}")
+    if w * h > max_decode_pixels:
+        raise RejectError(
+            f"decompression bomb: declared size {w}x{h} = {w * h} pixels exceeds the limit of {max_decode_pixels}"
+        )
+    return img
+
+
+def _data_error(e: BaseException) -> RejectError:
+    text = _short(e)
+    if "truncated" in text.lower():
+        return RejectError(f"truncated image data: {text}")
+    return RejectError(f"not a decodable image: corrupt data ({text})")
+
+
+def _short(e: BaseException) -> str:
+    """One line naming the error, for reasons shown to users."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text[:200]
+
+
+def _orientation(img: Image.Image) -> int:
+    """EXIF orientation (1-8); corrupt EXIF counts as upright.
+
+    Before ``load()`` only header metadata is consulted: Pillow's PNG ``getexif`` would otherwise decode the
+    whole image to look for an eXIf chunk after the pixel data (and swallow decoding errors).
+    """
+    if img.format == "PNG" and img.tile and "exif" not in img.info:  # tile is emptied by load()
+        return 1
+    try:
+        value = int(img.getexif().get(_ORIENTATION_TAG, 1))
+    except Exception:
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def _oriented_hw(stored_wh: tuple[int, int], orientation: int) -> tuple[int, int]:
+    """Displayed (height, width) of an image stored as (width, height)."""
+    w, h = stored_wh
+    return (w, h) if orientation in _SWAPS_AXES else (h, w)
+
+
+def _is_jpeg(img: Image.Image) -> bool:
+    return img.format in ("JPEG", "MPO")
+
+
+def _draft(img: Image.Image, need_hw: tuple[int, int]) -> None:
+    """Let libjpeg decode at 1/2, 1/4 or 1/8 scale, never below ``need_hw`` (oriented height, width).
+
+    ``draft`` works in stored orientation, so for EXIF orientations 5-8 the needed sides swap. It picks the
+    largest reduction whose result is still at least the requested size, so we keep all needed detail.
+    """
+    if not _is_jpeg(img):
+        return
+    need_h, need_w = need_hw
+    stored_w, stored_h = (need_h, need_w) if _orientation(img) in _SWAPS_AXES else (need_w, need_h)
+    if img.size[0] >= 2 * stored_w and img.size[1] >= 2 * stored_h:
+        img.draft("RGB", (stored_w, stored_h))
+
+
+def _load(img: Image.Image) -> Image.Image:
+    """Decode the pixels and apply EXIF orientation; truncation and corruption become rejects."""
+    try:
+        img.load()
+    except Image.DecompressionBombError as e:
+        raise RejectError(f"decompression bomb: {_short(e)}") from None
+    except Exception as e:
+        raise _data_error(e) from None
+    if _orientation(img) == 1:
+        return img  # exif_transpose would copy the whole image for nothing
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # unreadable orientation metadata: keep the pixels as stored, like most viewers do
+        return img
+
+
+def _grey_to_uint8(img: Image.Image) -> np.ndarray:
+    """16/32-bit integer and float grey to 8 bits.
+
+    16-bit is divided by 257 (65535 -> 255): the fixed mapping viewers use, so the image looks as the user
+    sees it and brightness is comparable across images (stretching by each image's max would brighten dark
+    frames and amplify their noise). 32-bit integer and float have no standard white level: integers that fit
+    in 16 bits are treated as 16-bit, others (and floats above 1) are scaled by their actual maximum; floats in
+    [0, 1] are taken as normalised.
+    """
+    a = np.asarray(img)
+    if img.mode in _UINT16_MODES:
+        return ((a.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    a = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    a = np.clip(a, 0.0, None)
+    top = float(a.max()) if a.size else 0.0
+    if img.mode == "I" and top <= 65535:
+        scale = 1.0 / 257.0
+    elif img.mode == "F" and top <= 1.0:
+        scale = 255.0
+    else:
+        scale = 255.0 / top if top > 0 else 0.0
+    return np.clip(np.rint(a * scale), 0, 255).astype(np.uint8)
+
+
+def _over_white(rgba: np.ndarray) -> np.ndarray:
+    """Composite RGBA over white (transparent areas are usually meant as background, not black)."""
+    rgb = rgba[..., :3].astype(np.uint32)
+    alpha = rgba[..., 3:4].astype(np.uint32)
+    out = (rgb * alpha + 255 * (255 - alpha) + 127) // 255
+    return out.astype(np.uint8)
+
+
+def image_to_rgb(img: Image.Image) -> np.ndarray:
+    """Any Pillow mode to a contiguous uint8 (H, W, 3) RGB array; alpha is composited over white."""
+    mode = img.mode
+    try:
+        if mode in _UINT16_MODES or mode in ("I", "F"):
+            grey = _grey_to_uint8(img)
+            return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2))
+        if mode in _ALPHA_MODES or "transparency" in img.info:
+            return np.ascontiguousarray(_over_white(np.asarray(img.convert("RGBA"))))
+        if mode != "RGB":
+            img = img.convert("RGB")
+        return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
+    except RejectError:
+        raise
+    except Exception as e:
+        raise RejectError(f"unsupported image mode {mode}: {_short(e)}") from None
+
+
+def _decode(data: bytes, budget: PixelBudget | None, max_decode_pixels: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Shared path: header check, optional draft, decode, orient, convert; returns (rgb, oriented (H, W))."""
+    with _Guard() as caught:
+        img = _open(data, max_decode_pixels)
+        with img:
+            caught.clear()  # warnings about the declared size were handled by the local check
+            stored_wh = img.size  # before draft shrinks it
+            if budget is not None and _is_jpeg(img):  # JPEG EXIF sits in the header, before the pixels
+                _draft(img, smart_resize(*_oriented_hw(stored_wh, _orientation(img)), budget))
+            oriented = _load(img)
+            if _bomb_warned(caught):
+                raise RejectError("decompression bomb: a frame or tile is larger than the declared size")
+            hw = _oriented_hw(stored_wh, _orientation(img))
+            rgb = image_to_rgb(oriented)
+    return rgb, hw
+
+
+def probe_image(data: bytes, *, max_decode_pixels: int = 100_000_000) -> tuple[int, int]:
+    """Oriented (height, width) from the header alone (no pixel decoding); rejects like ``_open``.
+
+    A PNG whose eXIf chunk follows the pixel data is reported unrotated here (finding it needs a full
+    decode); ``decode_fitted`` returns the authoritative size.
+    """
+    with _Guard(), _open(data, max_decode_pixels) as img:
+        return _oriented_hw(img.size, _orientation(img))
+
+
+def decode_image(data: bytes, *, target: PixelBudget | None = None,
+                 max_decode_pixels: int = 100_000_000) -> np.ndarray:
+    """Decode bytes to uint8 (H, W, 3) RGB, EXIF orientation applied.
+
+    With ``target``, JPEGs much larger than the budget are decoded at a reduced DCT scale that is still at
+    least ``smart_resize`` of the oriented size, so huge photos are never decoded in full. The result is then
+    NOT yet at the budget size: use ``decode_fitted`` (or ``resize_rgb`` to ``smart_resize`` of the original
+    size) for that; ``fit_budget`` on a drafted image may round to a size one factor-step different.
+    """
+    rgb, _ = _decode(data, target, max_decode_pixels)
+    return rgb
+
+
+def decode_fitted(data: bytes, budget: PixelBudget, *,
+                  max_decode_pixels: int = 100_000_000) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode (drafting JPEGs) and resize to ``smart_resize`` of the original oriented size.
+
+    Returns ``(image, (H, W))`` where (H, W) is the original oriented size: the size a depth map paired with
+    this image must have (check it with ``read_depth(..., image_hw=(H, W))``, then ``resize_depth`` it to
+    ``image.shape[:2]``). The output size does not depend on whether drafting happened.
+    """
+    rgb, hw = _decode(data, budget, max_decode_pixels)
+    return resize_rgb(rgb, smart_resize(*hw, budget)), hw
+
+
+# --------------------------------------------------------------------------------------------- resizing
+
+
+def _check_size(size_hw: tuple[int, int]) -> tuple[int, int]:
+    h, w = (int(s) for s in size_hw)
+    if h < 1 or w < 1:
+        raise ValueError(f"target size must be positive, got {size_hw}")
+    return h, w
+
+
+def resize_rgb(image: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """Resize uint8 (H, W, 3) to ``size_hw`` with Lanczos (sharp, little aliasing); identity when equal."""
+    h, w = _check_size(size_hw)
+    if image.shape[:2] == (h, w):
+        return image
+    out = Image.fromarray(np.ascontiguousarray(image)).resize((w, h), Image.Resampling.LANCZOS)
+    return np.asarray(out, dtype=np.uint8)
+
+
+def fit_budget(image: np.ndarray, budget: PixelBudget) -> np.ndarray:
+    """Resize an RGB array to ``smart_resize`` of its own size."""
+    return resize_rgb(image, smart_resize(image.shape[0], image.shape[1], budget))
+
+
+def resize_depth(depth: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of float32 (H, W) depth; identity when equal.
+
+    Nearest (sampling at pixel centres) never blends across depth edges or invalid NaN pixels, so every output
+    value is a real measurement or NaN.
+    """
+    h, w = _check_size(size_hw)
+    depth = np.asarray(depth, dtype=np.float32)
+    if depth.ndim != 2:
+        raise ValueError(f"depth must be 2-D, got shape {depth.shape}")
+    src_h, src_w = depth.shape
+    if (src_h, src_w) == (h, w):
+        return depth
+    rows = np.minimum(((np.arange(h) + 0.5) * (src_h / h)).astype(np.intp), src_h - 1)
+    cols = np.minimum(((np.arange(w) + 0.5) * (src_w / w)).astype(np.intp), src_w - 1)
+    return np.ascontiguousarray(depth[rows[:, None], cols[None, :]])
+
+
+# --------------------------------------------------------------------------------------------- encoding
+
+
+def encode_image(image: np.ndarray, fmt: str = "png", *, quality: int = 95, png_compress_level: int = 1) -> bytes:
+    """Encode uint8 (H, W, 3) or (H, W) deterministically: same array, same bytes (no metadata, no time).
+
+    PNG level 1 is ~5x faster than the default and only slightly larger; samples are written once and read
+    by trainers, so encode time dominates.
+    """
+    key = fmt.lower().lstrip(".")
+    key = "jpeg" if key == "jpg" else key
+    if key not in ENCODE_FORMATS:
+        raise ValueError(f"unsupported encode format {fmt!r}; allowed: {', '.join(ENCODE_FORMATS)}")
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8 or not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)):
+        raise ValueError(f"encode_image needs uint8 (H, W, 3) or (H, W), got {arr.dtype} {arr.shape}")
+    img = Image.fromarray(np.ascontiguousarray(arr))
+    buf = io.BytesIO()
+    if key == "png":
+        img.save(buf, "PNG", compress_level=png_compress_level)
+    elif key == "jpeg":
+        img.save(buf, "JPEG", quality=quality, optimize=False, progressive=False)
+    else:
+        img.save(buf, "WEBP", quality=quality, method=4)
+    return buf.getvalue()

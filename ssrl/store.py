@@ -1,0 +1,193 @@
+"""Where datasets, checkpoints and evaluations live: one small interface, addressed by URL.
+
+Keys are relative posix paths ("tasks/demo/shard-00000.parquet"). Writes are atomic: an object is either
+absent or complete, never half-written. The local folder is the embedded default; an S3/MinIO backend
+registers under the ``s3`` scheme (see ``register_backend``).
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+from urllib.parse import urlparse
+
+from ssrl.errors import StoreError
+
+__all__ = ["LocalStore", "Store", "check_key", "open_store", "register_backend", "sha256_file"]
+
+
+def check_key(key: str) -> str:
+    """Refuse keys that could escape the store's root (``..``, absolute paths, empty parts, NUL).
+
+    >>> check_key("tasks/demo/shard-00000.parquet")
+    'tasks/demo/shard-00000.parquet'
+    >>> check_key("../etc/passwd")
+    Traceback (most recent call last):
+    ...
+    ssrl.errors.StoreError: unsafe object key '../etc/passwd': it must be a relative path without '..'
+    """
+    parts = PurePosixPath(key).parts
+    if (not key or key.startswith("/") or "\\" in key or "\0" in key or any(p in ("..", ".") for p in parts)
+            or "//" in key or len(key) > 1024):
+        raise StoreError(f"unsafe object key {key!r}: it must be a relative path without '..'")
+    return key
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Store(abc.ABC):
+    """Interface of every backend. ``url`` names the root; every message names the object's full URL."""
+
+    url: str
+
+    @abc.abstractmethod
+    def join(self, *keys: str) -> Store:
+        """A store rooted at a sub-prefix of this one."""
+        ...
+
+    @abc.abstractmethod
+    def read_bytes(self, key: str) -> bytes:
+        ...
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        with self.open_write(key) as f:
+            f.write(data)
+
+    def put_file(self, key: str, local: str | Path) -> None:
+        """Upload a local file, streamed, atomically."""
+        with self.open_write(key) as f, open(local, "rb") as src:
+            shutil.copyfileobj(src, f, 1 << 20)
+
+    @abc.abstractmethod
+    def open_write(self, key: str) -> contextlib.AbstractContextManager[BinaryIO]:
+        """A file to write; it becomes visible at ``key`` only when the block exits without error."""
+        ...
+
+    @abc.abstractmethod
+    def exists(self, key: str) -> bool:
+        ...
+
+    @abc.abstractmethod
+    def size(self, key: str) -> int:
+        ...
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "") -> list[str]:
+        """Keys under ``prefix`` (recursively), sorted, relative to the store's root."""
+        ...
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        ...
+
+    def local_path(self, key: str) -> Path | None:
+        """The object's path on this machine when the backend is a local folder, else None."""
+        return None
+
+    def object_url(self, key: str) -> str:
+        return f"{self.url.rstrip('/')}/{key}"
+
+
+class LocalStore(Store):
+    """A folder on this machine. Temporary files are hidden (leading dot) and renamed into place."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser().resolve()
+        self.url = self.root.as_uri()
+
+    def join(self, *keys: str) -> LocalStore:
+        return LocalStore(self._path("/".join(keys)))
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def read_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise StoreError(f"{self.object_url(key)} does not exist") from None
+        except OSError as e:
+            raise StoreError(f"cannot read {self.object_url(key)}: {e.strerror}") from None
+
+    @contextlib.contextmanager
+    def open_write(self, key: str) -> Iterator[BinaryIO]:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        except OSError as e:
+            raise StoreError(f"cannot write {self.object_url(key)}: {e.strerror}") from None
+        try:
+            with os.fdopen(fd, "wb") as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def size(self, key: str) -> int:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError:
+            raise StoreError(f"{self.object_url(key)} does not exist") from None
+
+    def list(self, prefix: str = "") -> list[str]:
+        base = self._path(prefix) if prefix else self.root
+        if not base.is_dir():
+            return []
+        keys = []
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            rel = Path(dirpath).relative_to(self.root)
+            keys += [(rel / n).as_posix() for n in filenames if not n.startswith(".")]
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._path(key).unlink()
+
+    def local_path(self, key: str) -> Path:
+        return self._path(key)
+
+
+_BACKENDS: dict[str, Callable[[str], Store]] = {"file": lambda url: LocalStore(urlparse(url).path)}
+
+
+def register_backend(scheme: str, factory: Callable[[str], Store]) -> None:
+    """Make ``open_store`` understand ``scheme://...`` URLs."""
+    _BACKENDS[scheme] = factory
+
+
+def open_store(url: str | Path) -> Store:
+    """A store for a URL: a plain path or ``file://`` is a local folder.
+
+    >>> open_store("/tmp/x").url
+    'file:///tmp/x'
+    """
+    text = str(url)
+    scheme = urlparse(text).scheme if "://" in text else ""
+    if not scheme:
+        return LocalStore(text)
+    if scheme not in _BACKENDS:
+        known = ", ".join(f"{s}://" for s in sorted(_BACKENDS))
+        raise StoreError(f"no store backend for {scheme}:// URLs (known: {known}, or a plain path)")
+    return _BACKENDS[scheme](text)

@@ -1,0 +1,175 @@
+"""Shared types of the pretext tasks: what a task gets (a Scene) and what it returns (a Sample).
+
+Tasks are pure: arrays and a seeded ``numpy.random.Generator`` in, a ``Sample`` out. No I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ssrl.errors import RejectError
+
+#: The paper's format instruction (§3.4), appended after the question with one space.
+FORMAT_INSTRUCTION = (
+    "You FIRST think about the reasoning process as an internal monologue and then provide the final answer. "
+    "The reasoning process MUST BE enclosed within <think> </think> tags. "
+    "The final answer MUST BE put in \\boxed{}."
+)
+#: Placeholder marking where each image goes in ``problem`` (EasyR1 / verl layout).
+IMAGE_TOKEN = "<image>"
+LETTERS = "ABCDEFGHIJ"
+#: Separator of sequence answers ("1, 3, 0, 2"); the prompt states it and the reward matches it exactly.
+SEQ_SEP = ", "
+
+
+@dataclass
+class Scene:
+    """One decoded source: an RGB image and, for RGB-D sources, depth aligned with it.
+
+    ``depth`` is float32 (H, W), larger = farther from the camera, NaN where invalid. ``cx`` is the principal
+    point's column in pixel units (pixel centres at x + 0.5); it defaults to the image centre.
+    """
+
+    source_id: str
+    image: np.ndarray
+    depth: np.ndarray | None = None
+    cx: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.image.dtype != np.uint8 or self.image.ndim != 3 or self.image.shape[2] != 3:
+            raise ValueError(f"Scene.image must be uint8 (H, W, 3), got {self.image.dtype} {self.image.shape}")
+        if self.depth is not None and self.depth.shape != self.image.shape[:2]:
+            raise ValueError(f"Scene.depth shape {self.depth.shape} != image shape {self.image.shape[:2]}")
+
+    @property
+    def principal_x(self) -> float:
+        return self.image.shape[1] / 2 if self.cx is None else self.cx
+
+
+@dataclass
+class Sample:
+    """One verifiable question: images, the question text (with one ``<image>`` per image), the answer.
+
+    ``meta`` holds every parameter needed to re-derive the answer (JSON-serialisable values only).
+    """
+
+    task: str
+    problem: str
+    answer: str
+    images: list[np.ndarray]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = self.problem.count(IMAGE_TOKEN)
+        if n != len(self.images):
+            raise ValueError(f"{self.task}: problem has {n} {IMAGE_TOKEN} placeholders for {len(self.images)} images")
+
+
+def reject(reason: str) -> RejectError:
+    """A task cannot use this scene (too small, no flat region...): the generator records the reason."""
+    return RejectError(reason)
+
+
+def question(body: str, n_images: int = 1) -> str:
+    """Prefix ``n_images`` placeholders (0 when the body places them itself), then the format instruction."""
+    return IMAGE_TOKEN * n_images + body.strip() + " " + FORMAT_INSTRUCTION
+
+
+def options_text(options: list[str]) -> str:
+    return " ".join(f"{LETTERS[i]}. {opt}" for i, opt in enumerate(options))
+
+
+def seq(values: list[int] | np.ndarray) -> str:
+    return SEQ_SEP.join(str(int(v)) for v in values)
+
+
+# --------------------------------------------------------------------------------------------- answers
+_WS_AROUND_TAGS = re.compile(r"\s*([<>/])\s*")
+_FORMAT = re.compile(r"^<think>.*</think>.*\\boxed\{.*\}.*$", re.DOTALL)
+
+
+def extract_boxed(text: str) -> str | None:
+    r"""Content of the LAST ``\boxed{...}``, braces balanced, whitespace stripped; None if absent or unclosed.
+
+    >>> extract_boxed(r"<think>\boxed{A}</think> so \boxed{ {B} }")
+    '{B}'
+    >>> extract_boxed("no box") is None
+    True
+    """
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return None
+    i = start + len("\\boxed{")
+    depth = 1
+    for j in range(i, len(text)):
+        c = text[j]
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i:j].strip()
+    return None
+
+
+def format_ok(response: str) -> bool:
+    r"""The paper's format check: ``<think>...</think>`` then ``\boxed{...}`` (spaces around tags ignored).
+
+    >>> format_ok(r"<think> a </think> \boxed{B}"), format_ok(r"\boxed{B}")
+    (True, False)
+    """
+    return bool(_FORMAT.match(_WS_AROUND_TAGS.sub(r"\1", response)))
+
+
+def exact_match(response: str, answer: str) -> float:
+    r"""1.0 iff the last boxed answer equals ``answer`` exactly (the paper's rule: no case folding).
+
+    >>> exact_match(r"<think>x</think>\boxed{B}", "B"), exact_match(r"\boxed{b}", "B"), exact_match("", "B")
+    (1.0, 0.0, 0.0)
+    """
+    got = extract_boxed(response)
+    return 1.0 if got is not None and got == answer else 0.0
+
+
+def answer_of(sample: Sample | dict[str, Any]) -> str | None:
+    return sample.answer if isinstance(sample, Sample) else sample.get("answer")
+
+
+def verify_exact(response: str, sample: Sample | dict[str, Any]) -> float | None:
+    r"""The paper's accuracy reward for any task: exact match of the last box; None if the sample has no answer.
+
+    >>> verify_exact(r"<think>...</think>\boxed{2, 0, 1}", {"answer": "2, 0, 1"})
+    1.0
+    """
+    answer = answer_of(sample)
+    return None if answer is None else exact_match(response, answer)
+
+
+def mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute difference in grey levels; how visible a transform of a patch is."""
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+
+# --------------------------------------------------------------------------------------------- geometry
+def grid_patches(image: np.ndarray, rows: int, cols: int) -> tuple[np.ndarray, int, int]:
+    """Cut into rows x cols patches, row-major; remainder pixels on the right/bottom are dropped (paper §2.1).
+
+    Returns (patches[n, ph, pw, 3], ph, pw) as a view-free copy.
+    """
+    h, w = image.shape[:2]
+    ph, pw = h // rows, w // cols
+    if ph < 1 or pw < 1:
+        raise reject(f"image {w}x{h} too small for a {rows}x{cols} grid")
+    cropped = image[: rows * ph, : cols * pw]
+    patches = cropped.reshape(rows, ph, cols, pw, -1).swapaxes(1, 2).reshape(rows * cols, ph, pw, -1)
+    return patches.copy(), ph, pw
+
+
+def assemble(patches: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """Inverse of ``grid_patches``: row-major patches back into one image."""
+    _n, ph, pw, c = patches.shape
+    return patches.reshape(rows, cols, ph, pw, c).swapaxes(1, 2).reshape(rows * ph, cols * pw, c)

@@ -1,0 +1,111 @@
+"""Task 3, cropped patch inpainting (paper §2.3): which of four candidates fills the black square?
+
+Five images per sample: the masked picture, then options A-D. Distractors are three distinct transforms of
+the crop or its surroundings. A scene is rejected when any possible distractor would look like the crop
+itself (e.g. a rotation of a featureless square); that test never depends on the answer slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ssrl.errors import ConfigError
+from ssrl.tasks.base import (
+    IMAGE_TOKEN,
+    LETTERS,
+    Sample,
+    Scene,
+    mean_abs_diff,
+    question,
+    reject,
+    verify_exact,
+)
+
+NAME = "crop"
+REQUIRES_DEPTH = False
+verify = verify_exact
+TRANSFORMS = ("left_rotate", "right_rotate", "interior", "large1", "large2")
+
+
+@dataclass
+class Config:
+    side_fraction: float = 0.5
+    """Crop side = int(min(H, W) * side_fraction); the paper uses one half."""
+    distractors: tuple[str, ...] = TRANSFORMS
+    """Pool from which three distinct distractor transforms are drawn."""
+    min_side: int = 28
+    min_change: float = 4.0
+    """Mean grey-level difference every distractor must have from the true crop."""
+
+    def __post_init__(self) -> None:
+        self.distractors = tuple(self.distractors)
+        problems = []
+        if not 0.1 <= self.side_fraction <= 0.9:
+            problems.append(f"crop.side_fraction must be in [0.1, 0.9], got {self.side_fraction}")
+        if len(set(self.distractors)) < 3 or not set(self.distractors) <= set(TRANSFORMS):
+            problems.append(f"crop.distractors needs 3+ distinct names from {TRANSFORMS}, got {self.distractors}")
+        if problems:
+            raise ConfigError(problems)
+
+
+def _resize(patch: np.ndarray, side: int) -> np.ndarray:
+    if patch.shape[:2] == (side, side):
+        return patch
+    return np.asarray(Image.fromarray(patch).resize((side, side), Image.Resampling.BICUBIC))
+
+
+def transform(image: np.ndarray, y: int, x: int, side: int, name: str) -> np.ndarray:
+    """One candidate: the crop rotated, zoomed in, or its context zoomed out (unmasked pixels), side x side."""
+    h, w = image.shape[:2]
+    crop = image[y : y + side, x : x + side]
+    if name == "crop":
+        return crop.copy()
+    if name == "left_rotate":
+        return np.rot90(crop, 1).copy()
+    if name == "right_rotate":
+        return np.rot90(crop, -1).copy()
+    if name == "interior":
+        q = side // 4
+        return _resize(crop[q : side - q, q : side - q], side)
+    pad = side // 4 if name == "large1" else side // 2
+    window = image[max(0, y - pad) : min(h, y + side + pad), max(0, x - pad) : min(w, x + side + pad)]
+    return _resize(window, side)
+
+
+def generate(scene: Scene, rng: np.random.Generator, cfg: Config = Config()) -> Sample:
+    image = scene.image
+    h, w = image.shape[:2]
+    side = int(min(h, w) * cfg.side_fraction)
+    if side < cfg.min_side:
+        raise reject(f"crop: image {w}x{h} gives a {side}px crop, below min_side={cfg.min_side}")
+    y = int(rng.integers(0, h - side + 1))
+    x = int(rng.integers(0, w - side + 1))
+    gt = int(rng.integers(4))
+    picked = [cfg.distractors[i] for i in rng.choice(len(cfg.distractors), size=3, replace=False)]
+    crop = transform(image, y, x, side, "crop")
+    candidates = {name: transform(image, y, x, side, name) for name in picked}
+    if any(mean_abs_diff(c, crop) < cfg.min_change for c in candidates.values()):
+        raise reject(f"crop: a distractor is indistinguishable from the crop (change < {cfg.min_change})")
+    options = [*picked[:gt], "crop", *picked[gt:]]
+    masked = image.copy()
+    masked[y : y + side, x : x + side] = 0
+    body = (
+        f"{IMAGE_TOKEN}The first image has a square region blacked out. The next four images are candidate"
+        f" patches: A. {IMAGE_TOKEN} B. {IMAGE_TOKEN} C. {IMAGE_TOKEN} D. {IMAGE_TOKEN} Which candidate exactly"
+        " fills the black region? Answer with the option letter, for example \\boxed{A}."
+    )
+    meta = {"box": [y, x, side], "options": options}
+    images = [masked] + [crop if o == "crop" else candidates[o] for o in options]
+    return Sample(NAME, question(body, n_images=0), answer_from_meta(meta), images, meta)
+
+
+def answer_from_meta(meta: dict[str, Any]) -> str:
+    return LETTERS[meta["options"].index("crop")]
+
+
+def answer_space_size(meta: dict[str, Any]) -> int:
+    return len(meta["options"])

@@ -1,0 +1,94 @@
+"""Task 2, flipped patch recognition (paper §2.2): which labelled patch was mirrored?
+
+Unlike the published script, the flip direction is an explicit, recorded parameter; a scene is accepted only
+if the flip would be visible in *every* patch, so acceptance never depends on the answer and the answer
+stays uniform over positions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ssrl.draw import label_grid
+from ssrl.errors import ConfigError
+from ssrl.tasks.base import (
+    SEQ_SEP,
+    Sample,
+    Scene,
+    assemble,
+    grid_patches,
+    mean_abs_diff,
+    question,
+    reject,
+    verify_exact,
+)
+
+NAME = "flip"
+REQUIRES_DEPTH = False
+verify = verify_exact
+DIRECTIONS = ("horizontal", "vertical")
+
+
+@dataclass
+class Config:
+    rows: int = 2
+    cols: int = 2
+    directions: tuple[str, ...] = DIRECTIONS
+    """horizontal = mirrored left-right; vertical = upside down."""
+    ask_direction: bool = False
+    """Also ask for the direction: the answer becomes e.g. ``2, horizontal``."""
+    min_change: float = 4.0
+    """Mean grey-level change a flip must cause in every patch, else the scene is rejected."""
+    min_patch: int = 28
+
+    def __post_init__(self) -> None:
+        self.directions = tuple(self.directions)
+        bad = [d for d in self.directions if d not in DIRECTIONS]
+        if bad or not self.directions:
+            raise ConfigError(f"flip.directions must be a non-empty subset of {DIRECTIONS}, got {self.directions}")
+        if self.rows * self.cols < 2:
+            raise ConfigError(f"flip needs at least 2 patches, got {self.rows}x{self.cols}")
+
+
+def flip_patch(patch: np.ndarray, direction: str) -> np.ndarray:
+    return patch[:, ::-1] if direction == "horizontal" else patch[::-1]
+
+
+def generate(scene: Scene, rng: np.random.Generator, cfg: Config = Config()) -> Sample:
+    patches, ph, pw = grid_patches(scene.image, cfg.rows, cfg.cols)
+    if min(ph, pw) < cfg.min_patch:
+        raise reject(f"flip: patches {pw}x{ph} px are smaller than min_patch={cfg.min_patch}")
+    n = len(patches)
+    index = int(rng.integers(n))
+    order = list(rng.permutation(len(cfg.directions)))
+    direction = next((cfg.directions[i] for i in order
+                      if all(mean_abs_diff(p, flip_patch(p, cfg.directions[i])) >= cfg.min_change for p in patches)),
+                     None)
+    if direction is None:
+        raise reject(f"flip: some patch looks the same when flipped (change < {cfg.min_change} grey levels)")
+    patches[index] = flip_patch(patches[index], direction)
+    image = label_grid(assemble(patches, cfg.rows, cfg.cols), cfg.rows, cfg.cols, list(range(n)))
+    if cfg.ask_direction:
+        ask = ("Give its label and the direction of the flip (horizontal = mirrored left-right, vertical = upside"
+               f" down) separated by a comma and a space, for example \\boxed{{1{SEQ_SEP}vertical}}.")
+    else:
+        ask = "Answer with its label only, for example \\boxed{1}."
+    body = (
+        f"The image was cut into a grid of {cfg.rows} rows and {cfg.cols} columns of patches, labelled 0 to {n - 1}"
+        " at their top-left corners in reading order. Exactly one patch has been flipped (mirrored) in place."
+        f" Which patch was flipped? {ask}"
+    )
+    meta = {"rows": cfg.rows, "cols": cfg.cols, "index": index, "direction": direction,
+            "ask_direction": cfg.ask_direction}
+    return Sample(NAME, question(body), answer_from_meta(meta), [image], meta)
+
+
+def answer_from_meta(meta: dict[str, Any]) -> str:
+    return f"{meta['index']}{SEQ_SEP}{meta['direction']}" if meta["ask_direction"] else str(meta["index"])
+
+
+def answer_space_size(meta: dict[str, Any]) -> int:
+    return meta["rows"] * meta["cols"] * (len(DIRECTIONS) if meta["ask_direction"] else 1)

@@ -1,0 +1,69 @@
+"""Task 1, shuffled patch reordering (paper §2.1): restore a grid of shuffled, labelled patches."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ssrl.draw import label_grid
+from ssrl.errors import ConfigError
+from ssrl.tasks.base import Sample, Scene, assemble, grid_patches, question, reject, seq, verify_exact
+
+NAME = "shuffle"
+REQUIRES_DEPTH = False
+verify = verify_exact
+
+
+@dataclass
+class Config:
+    rows: int = 2
+    cols: int = 2
+    mosaic: bool = False
+    """Blank one displayed patch white (the paper's mosaic variant)."""
+    min_patch: int = 28
+    """Smallest patch side in pixels; smaller images are rejected."""
+
+    def __post_init__(self) -> None:
+        if self.rows < 1 or self.cols < 1 or self.rows * self.cols < 2 or self.rows * self.cols > 10:
+            raise ConfigError(f"shuffle.rows x shuffle.cols must give 2..10 patches, got {self.rows}x{self.cols}")
+
+
+def generate(scene: Scene, rng: np.random.Generator, cfg: Config = Config()) -> Sample:
+    patches, ph, pw = grid_patches(scene.image, cfg.rows, cfg.cols)
+    if min(ph, pw) < cfg.min_patch:
+        raise reject(f"shuffle: patches {pw}x{ph} px are smaller than min_patch={cfg.min_patch}")
+    n = cfg.rows * cfg.cols
+    perm = rng.permutation(n)
+    while np.array_equal(perm, np.arange(n)):  # the identity is no puzzle
+        perm = rng.permutation(n)
+    shown = patches[perm]
+    blank = None
+    if cfg.mosaic:
+        blank = int(rng.integers(n))
+        shown[blank] = 255
+    image = label_grid(assemble(shown, cfg.rows, cfg.cols), cfg.rows, cfg.cols, list(range(n)))
+    blank_text = (" One patch has been replaced by a blank white patch; it keeps its label and still has a"
+                  " correct position.") if cfg.mosaic else ""
+    body = (
+        f"The image was cut into a grid of {cfg.rows} rows and {cfg.cols} columns of patches, and the patches were"
+        f" shuffled. Each patch carries its label (0 to {n - 1}) at its top-left corner.{blank_text}"
+        " Restore the original image: reading the restored image row by row, left to right and top to bottom,"
+        " list the label of the patch that belongs at each position. Write the labels separated by a comma and"
+        f" a space, for example \\boxed{{{seq(range(n))}}}."
+    )
+    meta: dict[str, Any] = {"rows": cfg.rows, "cols": cfg.cols, "permutation": perm.tolist(), "blank": blank,
+                            "patch_hw": [ph, pw]}
+    return Sample(NAME, question(body), answer_from_meta(meta), [image], meta)
+
+
+def answer_from_meta(meta: dict[str, Any]) -> str:
+    """Displayed position k shows original patch perm[k], so original slot i is restored by label argsort[i]."""
+    return seq(np.argsort(meta["permutation"]))
+
+
+def answer_space_size(meta: dict[str, Any]) -> int:
+    """Every permutation but the identity is a possible answer."""
+    return math.factorial(meta["rows"] * meta["cols"]) - 1

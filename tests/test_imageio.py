@@ -1,0 +1,336 @@
+"""Decoding odd and bad images, budget resizing, deterministic encoding."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, features
+
+from ssrl.depth import read_depth
+from ssrl.errors import RejectError
+from ssrl.imageio import (
+    PixelBudget,
+    decode_fitted,
+    decode_image,
+    encode_image,
+    fit_budget,
+    image_to_rgb,
+    probe_image,
+    resize_depth,
+    resize_rgb,
+    smart_resize,
+)
+from ssrl.sources import discover
+from tests.badcorpus import (
+    BLUE,
+    CMYK_AS_RGB,
+    HW,
+    RED,
+    build_bad_corpus,
+    encode,
+    gradient,
+    jpeg_with_orientation,
+    png_with_declared_size,
+)
+
+REFERENCE = Path("/work/shared/data/reference-samples")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    folder = tmp_path_factory.mktemp("badcorpus")
+    return folder, build_bad_corpus(folder)
+
+
+def decode_file(folder: Path, name: str) -> np.ndarray:
+    return decode_image((folder / name).read_bytes())
+
+
+# --------------------------------------------------------------------------------------------- corpus
+
+
+def test_every_corpus_entry_has_its_expected_outcome(corpus: tuple[Path, dict[str, str]]) -> None:
+    folder, expected = corpus
+    sources = {s.id: s for s in discover([str(folder)])}
+    assert sorted(sources) == sorted(expected)
+    for name, outcome in expected.items():
+        src = sources[name]
+        kind, _, keyword = outcome.partition(":")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # nothing may leak as a warning either
+            try:
+                image, hw = decode_fitted(Path(src.image).read_bytes(), PixelBudget())
+            except RejectError as e:
+                assert kind == "reject", f"{name}: unexpected reject {e}"
+                assert keyword in str(e), f"{name}: {e!r} lacks {keyword!r}"
+                continue
+            assert kind != "reject", f"{name}: decoded but expected {outcome}"
+            assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+            assert image.shape[:2] == smart_resize(*hw, PixelBudget())
+            if src.depth is None:
+                assert kind == "ok", name
+                continue
+            mask = Path(src.mask).read_bytes() if src.mask else None
+            try:
+                read_depth(Path(src.depth).read_bytes(), src.depth, mask, image_hw=hw)
+            except RejectError as e:
+                assert kind == "depth_reject", f"{name}: unexpected depth reject {e}"
+                assert keyword in str(e), f"{name}: {e!r} lacks {keyword!r}"
+            else:
+                assert kind == "ok", f"{name}: depth read but expected {outcome}"
+
+
+@pytest.mark.parametrize(
+    ("name", "keyword"),
+    [
+        ("empty.jpg", "empty file"),
+        ("text.png", "not a decodable image"),
+        ("truncated.jpg", "truncated image data"),
+        ("corrupt.png", "corrupt"),
+        ("bomb.png", "decompression bomb"),
+        ("bomb_local.png", "decompression bomb"),
+    ],
+)
+def test_bad_images_are_rejected_with_a_reason(corpus: tuple[Path, dict[str, str]], name: str, keyword: str) -> None:
+    with pytest.raises(RejectError, match=keyword) as info:
+        decode_file(corpus[0], name)
+    assert "\n" not in str(info.value)
+
+
+def test_truncated_after_header_is_truncated_not_silently_grey() -> None:
+    data = encode(Image.fromarray(gradient((400, 600))), "JPEG", quality=95)
+    with pytest.raises(RejectError, match="truncated"):
+        decode_image(data[: len(data) * 3 // 4])
+
+
+def test_bomb_checks_are_local_and_leak_no_warning() -> None:
+    limit = Image.MAX_IMAGE_PIXELS
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(RejectError, match="decompression bomb"):
+            decode_image(png_with_declared_size(12000, 10000))  # Pillow would only warn
+        with pytest.raises(RejectError, match="decompression bomb"):
+            probe_image(png_with_declared_size(12000, 10000))
+        small = encode(Image.fromarray(gradient()), "PNG")
+        with pytest.raises(RejectError, match="decompression bomb"):
+            decode_image(small, max_decode_pixels=HW[0] * HW[1] - 1)
+        assert decode_image(small, max_decode_pixels=HW[0] * HW[1]).shape == (*HW, 3)
+    assert Image.MAX_IMAGE_PIXELS == limit
+
+
+def test_tiny_image_decodes(corpus: tuple[Path, dict[str, str]]) -> None:
+    assert decode_file(corpus[0], "tiny.png").shape == (4, 4, 3)
+
+
+def test_formats_decode_to_the_same_pixels(corpus: tuple[Path, dict[str, str]]) -> None:
+    folder, _ = corpus
+    exact = gradient()
+    for name in ("image.tif", "image.bmp", "png_named.jpg"):
+        np.testing.assert_array_equal(decode_file(folder, name), exact, err_msg=name)
+    lossy = ["good.jpg"] + (["image.webp"] if features.check("webp") else [])
+    for name in lossy:
+        diff = np.abs(decode_file(folder, name).astype(int) - exact).mean()
+        assert diff < 4, name
+
+
+def test_cmyk_jpeg_decodes_to_rgb(corpus: tuple[Path, dict[str, str]]) -> None:
+    out = decode_file(corpus[0], "cmyk.jpg")
+    np.testing.assert_allclose(out.reshape(-1, 3).mean(axis=0), CMYK_AS_RGB, atol=6)
+
+
+def test_transparency_is_composited_over_white(corpus: tuple[Path, dict[str, str]]) -> None:
+    folder, _ = corpus
+    pal = decode_file(folder, "palette_transparent.png")
+    assert tuple(pal[0, 0]) == (255, 255, 255)  # transparent red -> white, not red
+    assert tuple(pal[-1, -1]) == (0, 255, 0)
+    assert tuple(decode_file(folder, "palette.png")[0, 0]) == (255, 0, 0)
+    rgba = decode_file(folder, "rgba.png")
+    assert tuple(rgba[0, 0]) == (255, 255, 255)
+    np.testing.assert_array_equal(rgba[20:, 20:], gradient()[20:, 20:])
+    la = decode_file(folder, "la.png")
+    assert tuple(la[0, 0]) == (255, 255, 255)
+    assert la[30, 40, 0] == la[30, 40, 1] == la[30, 40, 2] == gradient()[30, 40, 0]
+
+
+def test_half_transparent_pixel_blends_with_white() -> None:
+    rgba = np.zeros((2, 2, 4), np.uint8)
+    rgba[..., 3] = 128  # black at ~50 % opacity
+    out = image_to_rgb(Image.fromarray(rgba))
+    assert (np.abs(out.astype(int) - 127) <= 1).all()
+
+
+def test_grey_modes(corpus: tuple[Path, dict[str, str]]) -> None:
+    folder, _ = corpus
+    g16 = decode_file(folder, "gray16.png")
+    np.testing.assert_array_equal(g16[..., 0], gradient()[..., 0])  # v * 257 / 257 == v
+    assert (g16[..., 0] == g16[..., 2]).all()
+    np.testing.assert_array_equal(decode_file(folder, "gray.png")[..., 1],
+                                  np.asarray(Image.fromarray(gradient()).convert("L")))
+    assert set(np.unique(decode_file(folder, "bilevel.png"))) <= {0, 255}
+    f = decode_file(folder, "float.tif")
+    assert np.abs(f[..., 0].astype(int) - gradient()[..., 1]).max() <= 1
+
+
+@pytest.mark.parametrize("dtype", ["<u2", ">u2"])
+def test_16bit_grey_divides_by_257(dtype: str) -> None:
+    arr = np.array([[0, 257, 65535, 32896]], dtype=dtype)
+    img = Image.fromarray(arr)
+    assert img.mode in ("I;16", "I;16B")
+    np.testing.assert_array_equal(image_to_rgb(img)[0, :, 0], [0, 1, 255, 128])
+
+
+def test_32bit_int_and_float_grey() -> None:
+    small = Image.fromarray(np.array([[0, 65535]], dtype=np.int32))
+    np.testing.assert_array_equal(image_to_rgb(small)[0, :, 0], [0, 255])
+    big = Image.fromarray(np.array([[0, 500_000, 1_000_000]], dtype=np.int32))
+    np.testing.assert_array_equal(image_to_rgb(big)[0, :, 0], [0, 128, 255])
+    unit = Image.fromarray(np.array([[0.0, 0.5, 1.0, np.nan]], dtype=np.float32))
+    np.testing.assert_array_equal(image_to_rgb(unit)[0, :, 0], [0, 128, 255, 0])
+
+
+def test_exif_orientation_is_applied(corpus: tuple[Path, dict[str, str]]) -> None:
+    out = decode_file(corpus[0], "exif_rotated.jpg")
+    assert out.shape == (HW[1], HW[0], 3)  # orientation 6: stored 64 wide x 48 high shows 48 wide x 64 high
+    # Orientation 6 rotates 90 degrees clockwise for display: the stored top-left corner goes top-right.
+    np.testing.assert_allclose(out[2, -3], RED, atol=40)
+    np.testing.assert_allclose(out[2, 2], BLUE, atol=40)
+    np.testing.assert_allclose(out[-3, -3], BLUE, atol=40)
+    assert probe_image((corpus[0] / "exif_rotated.jpg").read_bytes()) == (HW[1], HW[0])
+
+
+# --------------------------------------------------------------------------------------------- draft
+
+
+@pytest.fixture(scope="module")
+def big_jpeg() -> np.ndarray:
+    return gradient((3000, 4000))
+
+
+def test_draft_decodes_big_jpeg_at_reduced_scale(big_jpeg: np.ndarray) -> None:
+    data = encode(Image.fromarray(big_jpeg), "JPEG", quality=85)
+    budget = PixelBudget(min_pixels=28 * 28, max_pixels=100_000)
+    need = smart_resize(3000, 4000, budget)
+    out = decode_image(data, target=budget)
+    assert out.shape[0] >= need[0] and out.shape[1] >= need[1]
+    assert out.shape[:2] == (375, 500)  # 1/8 scale: far below 3000x4000
+    assert decode_image(data, target=PixelBudget()).shape[:2] == (1500, 2000)  # 1/2 still covers ~1 Mpx
+    fitted, hw = decode_fitted(data, budget)
+    assert hw == (3000, 4000) and fitted.shape[:2] == need
+    assert np.abs(fitted.astype(int) - resize_rgb(big_jpeg, need)).mean() < 3
+
+
+def test_draft_respects_exif_rotation(big_jpeg: np.ndarray) -> None:
+    data = jpeg_with_orientation(big_jpeg, 6, quality=85)
+    budget = PixelBudget(min_pixels=28 * 28, max_pixels=200_000)
+    need = smart_resize(4000, 3000, budget)  # displayed: 4000 high x 3000 wide
+    out = decode_image(data, target=budget)
+    assert out.shape[0] >= need[0] and out.shape[1] >= need[1]
+    assert out.shape[0] * out.shape[1] <= 4000 * 3000 // 16
+    assert out.shape[0] > out.shape[1]
+    fitted, hw = decode_fitted(data, budget)
+    assert hw == (4000, 3000) and fitted.shape[:2] == need
+
+
+def test_draft_not_used_without_target_or_for_png() -> None:
+    rgb = gradient((600, 800))
+    jpg = encode(Image.fromarray(rgb), "JPEG")
+    assert decode_image(jpg).shape == (600, 800, 3)
+    png = encode(Image.fromarray(rgb), "PNG")
+    assert decode_image(png, target=PixelBudget(28 * 28, 10_000)).shape == (600, 800, 3)
+
+
+# --------------------------------------------------------------------------------------------- resizing
+
+
+def test_smart_resize_random_sizes_are_multiples_within_budget() -> None:
+    rng = np.random.default_rng(0)
+    budget = PixelBudget()
+    for _ in range(3000):
+        h = int(rng.integers(1, 20_000))
+        w = int(np.clip(h * np.exp(rng.uniform(-np.log(200), np.log(200))), 1, 40_000))
+        if max(h, w) / min(h, w) > 200:
+            continue
+        sh, sw = smart_resize(h, w, budget)
+        assert sh % 28 == 0 and sw % 28 == 0, (h, w)
+        assert budget.min_pixels <= sh * sw <= budget.max_pixels, (h, w, sh, sw)
+        assert abs(np.log((sh / sw) / (h / w))) < np.log(2) or min(sh, sw) == 28, (h, w, sh, sw)
+
+
+def test_smart_resize_rejects_extreme_aspect_and_empty() -> None:
+    with pytest.raises(RejectError, match="aspect ratio"):
+        smart_resize(10, 2010, PixelBudget())
+    assert smart_resize(10, 2000, PixelBudget())  # exactly 200 is allowed
+    with pytest.raises(RejectError, match="no pixels"):
+        smart_resize(0, 10, PixelBudget())
+
+
+def test_fit_budget_and_resize_identity() -> None:
+    img = gradient((300, 500))
+    out = fit_budget(img, PixelBudget())
+    assert out.shape == (*smart_resize(300, 500, PixelBudget()), 3) and out.dtype == np.uint8
+    assert resize_rgb(img, (300, 500)) is img
+    with pytest.raises(ValueError, match="positive"):
+        resize_rgb(img, (0, 5))
+
+
+def test_resize_depth_nearest_keeps_nan_and_values() -> None:
+    depth = np.arange(12, dtype=np.float32).reshape(3, 4) + 1
+    depth[1, 2] = np.nan
+    up = resize_depth(depth, (6, 8))
+    assert up.dtype == np.float32 and up.shape == (6, 8)
+    np.testing.assert_array_equal(up[::2, ::2], depth)
+    assert np.isnan(up[2:4, 4:6]).all() and np.isnan(up).sum() == 4
+    down = resize_depth(np.repeat(np.repeat(depth, 2, 0), 2, 1), (3, 4))
+    np.testing.assert_array_equal(down, depth)
+    assert set(np.unique(resize_depth(depth, (5, 7))[~np.isnan(resize_depth(depth, (5, 7)))])) <= set(
+        depth[~np.isnan(depth)].tolist())
+    assert resize_depth(depth, (3, 4)) is depth
+
+
+# --------------------------------------------------------------------------------------------- encoding
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg", "webp"])
+def test_encode_is_deterministic_and_decodable(fmt: str) -> None:
+    if fmt == "webp" and not features.check("webp"):
+        pytest.skip("Pillow built without WebP")
+    img = gradient((100, 150))
+    a, b = encode_image(img, fmt), encode_image(img.copy(), fmt)
+    assert a == b
+    back = decode_image(a)
+    assert back.shape == img.shape
+    if fmt == "png":
+        np.testing.assert_array_equal(back, img)
+    with Image.open(io.BytesIO(a)) as im:
+        assert "exif" not in im.info
+
+
+def test_encode_rejects_unknown_format_and_bad_arrays() -> None:
+    with pytest.raises(ValueError, match="png, jpeg, webp"):
+        encode_image(gradient(), "gif")
+    with pytest.raises(ValueError, match="uint8"):
+        encode_image(np.zeros((4, 4, 3), np.float32))
+    assert encode_image(gradient(), "JPG")[:2] == b"\xff\xd8"
+
+
+# --------------------------------------------------------------------------------------------- reference
+
+
+def test_reference_images_decode() -> None:
+    if not REFERENCE.is_dir():
+        pytest.skip(f"{REFERENCE} not present")
+    for path in sorted(REFERENCE.glob("*.*")):
+        if path.suffix.lower() not in (".jpg", ".png"):
+            continue
+        data = path.read_bytes()
+        img = decode_image(data)
+        with Image.open(path) as im:
+            assert img.shape == (im.size[1], im.size[0], 3), path.name
+        fitted, hw = decode_fitted(data, PixelBudget())
+        assert hw == img.shape[:2] and fitted.shape[:2] == smart_resize(*hw, PixelBudget())
+    rgba = decode_image((REFERENCE / "RGB_img.png").read_bytes())  # RGBA: composited, not dropped
+    assert rgba.dtype == np.uint8
