@@ -255,6 +255,7 @@ def build_shard(cfg: GenerateConfig, sources: list[Source], shard: int,
     rejects: list[dict[str, Any]] = []
     records: list[dict[str, Any]] = []
     stats: dict[str, dict[str, Any]] = {}
+    store.discard_partial(shard_name(shard))
     with ShardWriter(store, shard_name(shard)) as writer:
         for source in sources:
             rows, rej, rec = process_source(source, ctx)

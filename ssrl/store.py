@@ -97,6 +97,9 @@ class Store(abc.ABC):
         """The object's path on this machine when the backend is a local folder, else None."""
         return None
 
+    def discard_partial(self, key: str) -> None:  # noqa: B027 — optional hook, nothing to do by default
+        """Remove what a killed writer of ``key`` left behind; call only when no one else writes ``key``."""
+
     def object_url(self, key: str) -> str:
         return f"{self.url.rstrip('/')}/{key}"
 
@@ -167,6 +170,12 @@ class LocalStore(Store):
 
     def local_path(self, key: str) -> Path:
         return self._path(key)
+
+    def discard_partial(self, key: str) -> None:
+        path = self._path(key)
+        for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
 
 _BACKENDS: dict[str, Callable[[str], Store]] = {"file": lambda url: LocalStore(urlparse(url).path)}

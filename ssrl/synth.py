@@ -4,7 +4,9 @@ A vectorised numpy ray caster (loops run over objects, never pixels). Camera con
 pinhole at the origin, +X right, +Y down, +Z forward; pixel (y, x) has its centre at (x + 0.5, y + 0.5);
 fx = fy = f, cx = W / 2, cy = H / 2; the ray through a pixel centre is ((x + 0.5 - cx) / f, (y + 0.5 - cy) / f, 1).
 Because that ray has unit Z, the ray parameter of a hit *is* its z-depth. The ground is the plane Y = +camera
-height, the camera is axis-aligned, so ``points`` are camera-frame coordinates directly.
+height, the camera is axis-aligned, so ``points`` are camera-frame coordinates directly. The scene ends at a
+fronto-parallel wall or skyline at ``far_z`` and always holds near, middle and far objects with flat, unoccluded
+faces, so depth ordering finds flat windows in every band.
 
 >>> scene = render_scene(np.random.default_rng(0), SynthConfig(width=64, height=48))
 >>> scene.image.shape, scene.depth.dtype, scene.points.shape, scene.cx
@@ -47,10 +49,10 @@ class SynthConfig:
     fov_deg: tuple[float, float] = (55.0, 75.0)
     """Horizontal field of view; f = (W / 2) / tan(fov / 2)."""
     sky_probability: float = 0.5
-    """Chance the scene is open to the sky; otherwise a back wall at ``far_z`` closes it."""
+    """Chance the scene is open: a skyline at ``far_z`` with sky above it; otherwise a full wall closes it."""
     camera_height: tuple[float, float] = (1.2, 2.0)
     far_z: tuple[float, float] = (24.0, 40.0)
-    """Depth of the back wall, or where the ground ends in open scenes: the scene's maximum depth."""
+    """Depth of the back wall or skyline, where the ground ends: the scene's maximum depth."""
     shadows: bool = True
     noise_sigma: tuple[float, float] = (1.0, 3.0)
     """Sensor noise (grey levels) so no patch is exactly flat or mirror-symmetric."""
@@ -153,7 +155,7 @@ def _material(rng: np.random.Generator, pattern: str | None = None, colour: np.n
                      angle=float(rng.uniform(0, np.pi)))
 
 
-def _rounded(values: Any) -> Any:
+def _rounded(values: Any) -> list[float]:
     return [round(float(v), 5) for v in np.atleast_1d(values)]
 
 
@@ -447,11 +449,11 @@ def _place_objects(rng: np.random.Generator, cam: _Camera, count: int) -> list[_
     layout = _Layout(rng, cam)
     z_min = min(cam.ground_min_z, 6.0)
     span = cam.far_z - z_min
-    side = 1.0 if rng.random() < 0.5 else -1.0
+    near_x, mid_x = ((0.35, 0.75), (-0.7, -0.1)) if rng.random() < 0.5 else ((-0.75, -0.35), (0.1, 0.7))
     anchors: list[Callable[[], None]] = [
-        lambda: layout.add_box((2.5, 6.0), (0.35 * side, 0.75 * side), (0.8, 2.0), (0.8, 2.2), (0.5, 1.5), 25.0,
+        lambda: layout.add_box((2.5, 6.0), near_x, (0.8, 2.0), (0.8, 2.2), (0.5, 1.5), 25.0,
                                protect=True),
-        lambda: layout.add_box((z_min + 0.4 * span, z_min + 0.5 * span), (-0.1 * side, -0.7 * side), (2.0, 4.5),
+        lambda: layout.add_box((z_min + 0.4 * span, z_min + 0.5 * span), mid_x, (2.0, 4.5),
                                (1.5, 4.0), (1.0, 3.0), 15.0, protect=True),
         lambda: layout.add_box((0.8 * cam.far_z, 0.88 * cam.far_z), (-0.6, 0.6), (4.0, 12.0), (4.0, 12.0),
                                (1.0, 0.1 * cam.far_z), 6.0, pattern="windows", kind="building"),

@@ -42,9 +42,12 @@ DIODE_MASK_EXTRA_COLUMNS = 3
 def gradient(hw: tuple[int, int] = HW) -> np.ndarray:
     """A smooth, non-symmetric uint8 RGB test image (compresses well, survives JPEG)."""
     h, w = hw
-    y, x = np.mgrid[0:h, 0:w]
-    return np.stack([x * 255 // max(w - 1, 1), y * 255 // max(h - 1, 1), (x + y) * 127 // max(h + w - 2, 1)],
-                    axis=-1).astype(np.uint8)
+    y, x = np.ogrid[0:h, 0:w]
+    out = np.empty((h, w, 3), np.uint8)
+    out[..., 0] = x * 255 // max(w - 1, 1)
+    out[..., 1] = y * 255 // max(h - 1, 1)
+    out[..., 2] = (x + y) * 127 // max(h + w - 2, 1)
+    return out
 
 
 def encode(img: Image.Image, fmt: str, **kw: object) -> bytes:

@@ -119,7 +119,7 @@ def test_bomb_checks_are_local_and_leak_no_warning() -> None:
         with pytest.raises(RejectError, match="decompression bomb"):
             decode_image(small, max_decode_pixels=HW[0] * HW[1] - 1)
         assert decode_image(small, max_decode_pixels=HW[0] * HW[1]).shape == (*HW, 3)
-    assert Image.MAX_IMAGE_PIXELS == limit
+    assert limit == Image.MAX_IMAGE_PIXELS
 
 
 def test_tiny_image_decodes(corpus: tuple[Path, dict[str, str]]) -> None:

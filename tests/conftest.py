@@ -1,0 +1,46 @@
+"""Shared fixtures: synthetic scenes rendered in memory, textured images, small datasets on disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ssrl.synth import SynthConfig, render_scene, synthesize
+from ssrl.tasks.base import Scene
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "reference-samples"
+
+
+def textured(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """Random colour blocks plus noise: no patch is symmetric, so flips and rotations are always visible."""
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, 256, size=(h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
+    img = np.repeat(np.repeat(blocks, 8, axis=0), 8, axis=1)[:h, :w]
+    return np.clip(img.astype(np.int16) + rng.integers(-20, 21, size=(h, w, 3)), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def synth_scenes() -> list[tuple[Scene, object]]:
+    """(Scene, SynthScene) pairs at a size the pixel budget keeps unchanged (multiples of 28)."""
+    cfg = SynthConfig(width=336, height=252)
+    out = []
+    for i in range(12):
+        s = render_scene(np.random.default_rng([7, i]), cfg)
+        out.append((Scene(f"synth-{i}", s.image, s.depth, cx=s.cx), s))
+    return out
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("synth")
+    synthesize(d, 8, seed=3, cfg=SynthConfig(width=336, height=252))
+    return d
+
+
+@pytest.fixture
+def reference() -> Path:
+    if not REFERENCE.is_dir():
+        pytest.skip("shared/data/reference-samples is absent")
+    return REFERENCE
