@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlparse
 
@@ -33,9 +33,9 @@ def check_key(key: str) -> str:
     ...
     ssrl.errors.StoreError: unsafe object key '../etc/passwd': it must be a relative path without '..'
     """
-    parts = PurePosixPath(key).parts
-    if (not key or key.startswith("/") or "\\" in key or "\0" in key or any(p in ("..", ".") for p in parts)
-            or "//" in key or len(key) > 1024):
+    parts = key.split("/")
+    if (not key or key.startswith("/") or "\\" in key or "\0" in key or any(p in ("..", ".", "") for p in parts)
+            or len(key) > 1024):
         raise StoreError(f"unsafe object key {key!r}: it must be a relative path without '..'")
     return key
 
@@ -154,6 +154,7 @@ class LocalStore(Store):
             raise StoreError(f"{self.object_url(key)} does not exist") from None
 
     def list(self, prefix: str = "") -> list[str]:
+        prefix = prefix.strip("/")
         base = self._path(prefix) if prefix else self.root
         if not base.is_dir():
             return []

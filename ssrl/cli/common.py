@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ssrl.errors import ConfigError, RejectError, SSRLError, StoreError
 
-console = Console(stderr=True, highlight=False)
+console = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False)
 
 EXIT_FAILURE, EXIT_CONFIG, EXIT_INPUT, EXIT_STORE, EXIT_INTERRUPTED = 1, 2, 3, 4, 130

@@ -1,0 +1,37 @@
+# Two entry points, both self-installing: `make demo` (the main job on the embedded default) and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STORE ?= store
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed-core: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+## demo: synthetic RGB-D scenes -> all five pretext tasks in ./store -> report + preview (CPU, no downloads)
+demo: $(VENV)/.installed-core
+	$(BIN)/ssrl synth $(STORE)/sources/synth --count 24 --seed 0
+	$(BIN)/ssrl generate --config examples/demo.yaml
+	$(BIN)/ssrl verify $(STORE)/tasks/demo
+	$(BIN)/ssrl preview $(STORE)/tasks/demo
+
+## test: lint, then the whole suite (unit, end to end, doctests)
+test: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -n 2 -q
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python bench/bench_generate.py
+
+clean:
+	rm -rf $(STORE) .pytest_cache .ruff_cache

@@ -1,0 +1,42 @@
+from pathlib import Path
+
+import pytest
+
+from ssrl.errors import StoreError
+from ssrl.store import LocalStore, check_key, open_store
+
+
+@pytest.mark.parametrize("key", ["../x", "/etc/passwd", "a/../../b", "", "a//b", "a\\b", "x" * 2000, "a/./b", "a\0b"])
+def test_hostile_keys_refused(key: str) -> None:
+    with pytest.raises(StoreError, match="unsafe object key"):
+        check_key(key)
+
+
+def test_atomic_write_and_listing(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    store.write_bytes("a/b.txt", b"hello")
+    assert store.read_bytes("a/b.txt") == b"hello" and store.size("a/b.txt") == 5
+    with pytest.raises(RuntimeError), store.open_write("a/c.bin") as f:
+        f.write(b"half")
+        raise RuntimeError("killed mid-write")
+    assert not store.exists("a/c.bin")
+    assert store.list() == ["a/b.txt"] and list((tmp_path / "a").iterdir()) == [tmp_path / "a" / "b.txt"]
+    assert store.join("a").list() == ["b.txt"]
+    with pytest.raises(StoreError, match="does not exist"):
+        store.read_bytes("nope")
+
+
+def test_discard_partial_removes_only_that_keys_leftovers(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    (tmp_path / ".shard-00001.parquet.abc.tmp").write_bytes(b"x")
+    (tmp_path / ".shard-00002.parquet.abc.tmp").write_bytes(b"x")
+    store.discard_partial("shard-00001.parquet")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".shard-00002.parquet.abc.tmp"]
+    assert store.list() == []
+
+
+def test_open_store_urls(tmp_path: Path) -> None:
+    assert open_store(tmp_path).url == tmp_path.resolve().as_uri()
+    assert open_store(f"file://{tmp_path}").local_path("x") == tmp_path.resolve() / "x"
+    with pytest.raises(StoreError, match="no store backend for gs://"):
+        open_store("gs://bucket/x")
