@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,9 @@ import pytest
 from ssrl.synth import SynthConfig, render_scene, synthesize
 from ssrl.tasks.base import Scene
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "reference-samples"
+#: The paper's sample files: ../shared beside the checkout (as CI lays it out), or $SSRL_SHARED.
+REFERENCE = Path(os.environ.get("SSRL_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data" / \
+    "reference-samples"
 
 
 def textured(h: int, w: int, seed: int = 0) -> np.ndarray:

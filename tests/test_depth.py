@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -14,8 +13,7 @@ from ssrl.depth import DepthFormat, read_depth, validate_depth
 from ssrl.errors import RejectError
 from ssrl.imageio import probe_image
 from tests.badcorpus import HW, encode, good_depth, h5_bytes, npy_bytes
-
-REFERENCE = Path("/work/shared/data/reference-samples")
+from tests.conftest import REFERENCE
 
 
 def expect_nan_where_invalid(out: np.ndarray, source: np.ndarray) -> None:

@@ -36,8 +36,7 @@ from tests.badcorpus import (
     jpeg_with_orientation,
     png_with_declared_size,
 )
-
-REFERENCE = Path("/work/shared/data/reference-samples")
+from tests.conftest import REFERENCE
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import pytest
 from ssrl.errors import ConfigError
 from ssrl.sources import DEFAULT_RULES, PairingRule, Source, discover, parse_rules
 from tests.badcorpus import build_bad_corpus
+from tests.conftest import REFERENCE
 
-REFERENCE = Path("/work/shared/data/reference-samples")
 NUMBERED = r"(?P<pre>.*)_img(?P<n>\d+)\.\w+$"
 
 

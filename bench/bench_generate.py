@@ -1,0 +1,513 @@
+"""Benchmark of ``ssrl generate``: per-task cost against the I/O floor, shared decode, peak RSS, worker scaling.
+
+Run from the repository root::
+
+    .venv/bin/python bench/bench_generate.py            # full run (~5 minutes on 2 cores)
+    .venv/bin/python bench/bench_generate.py --quick    # smoke run (~1 minute)
+
+Prints tables and writes ``bench/results/generate.json`` (the folder is git-ignored; synthetic corpora are
+cached there too). See ``bench/README.md`` for what every number means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import datetime as dt
+import io
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import PIL
+from PIL import Image
+
+from ssrl.depth import read_depth
+from ssrl.generate import GenerateConfig, _Context, process_source, run, sample_rng
+from ssrl.imageio import decode_fitted, encode_image, fit_budget, resize_depth, resize_rgb, smart_resize
+from ssrl.sources import Source
+from ssrl.synth import SynthConfig, render_scene, write_scene
+from ssrl.tasks import DEFAULT_TASKS
+from ssrl.tasks.base import Scene
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results"
+REFERENCE = Path("/work/shared/data/reference-samples")
+
+#: Seconds per sample of the published Spatial-SSRL scripts on a comparable 2-core machine, and their
+#: ratio to their own I/O floor (given in the brief; not re-measured here).
+UPSTREAM: dict[str, tuple[str, str]] = {
+    "shuffle": ("0.042", "~1.2x"),
+    "flip": ("0.043", "~1.2x"),
+    "crop": ("0.035", "~1.2x"),
+    "depth_order": ("0.56", "21x"),
+    "position": ("6-17", "200-380x"),
+}
+GOAL_RATIO = 1.2
+
+#: (task, input) pairs of the per-task table; the inputs are the paper's reference samples (or stand-ins).
+CASES: list[tuple[str, str]] = [
+    ("shuffle", "rgb"),
+    ("flip", "rgb"),
+    ("crop", "rgb"),
+    ("rotation", "rgb"),
+    ("depth_order", "diode"),
+    ("depth_order", "megadepth"),
+    ("position", "megadepth"),
+    ("position", "diode"),
+]
+
+
+# ------------------------------------------------------------------------------------------ settings
+@dataclass(frozen=True)
+class Settings:
+    min_runs: int
+    min_seconds: float
+    max_runs: int
+    rss_sizes: tuple[int, ...]
+    scaling_scenes: int
+    scaling_shard_size: int
+    unique_scenes: int
+    """Distinct rendered scenes; larger corpora hard-link them under new names (new ids, new samples)."""
+
+    @classmethod
+    def pick(cls, quick: bool) -> Settings:
+        if quick:
+            return cls(3, 0.3, 10, (8, 32), 16, 4, 8)
+        return cls(5, 1.5, 40, (16, 64, 256), 64, 8, 32)
+
+
+# ------------------------------------------------------------------------------------------ timing
+@dataclass
+class Timing:
+    median_s: float
+    min_s: float
+    runs: int
+
+    @property
+    def ms(self) -> float:
+        return self.median_s * 1000
+
+
+def measure(fn: Callable[[], object], settings: Settings) -> Timing:
+    """Median wall time of ``fn`` after one warm-up call: at least ``min_runs`` runs and ``min_seconds``."""
+    fn()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < settings.min_runs or (
+        time.perf_counter() - start < settings.min_seconds and len(times) < settings.max_runs
+    ):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return Timing(statistics.median(times), min(times), len(times))
+
+
+# ------------------------------------------------------------------------------------------ machine
+def machine_info() -> dict[str, Any]:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import h5py
+    import scipy
+
+    return {
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "cpu": model,
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "pillow": PIL.__version__,
+        "scipy": scipy.__version__,
+        "h5py": h5py.__version__,
+        "platform": platform.platform(),
+    }
+
+
+# ------------------------------------------------------------------------------------------ inputs
+def _synthetic_inputs(folder: Path) -> dict[str, Source]:
+    """Stand-ins at the reference samples' sizes and formats, for machines without the reference data."""
+    import h5py
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rgb, diode, mega = folder / "rgb.png", folder / "diode.png", folder / "megadepth.jpg"
+    if not rgb.exists():
+        scene = render_scene(np.random.default_rng([7, 0]), SynthConfig(width=902, height=1186))
+        Image.fromarray(scene.image).save(rgb, "PNG")
+    if not diode.exists():
+        scene = render_scene(np.random.default_rng([7, 1]), SynthConfig(width=1024, height=768))
+        write_scene(scene, folder, "diode")
+    if not mega.exists():
+        scene = render_scene(np.random.default_rng([7, 2]), SynthConfig(width=1600, height=1064))
+        depth = np.where(np.isfinite(scene.depth), scene.depth, 0.0).astype(np.float32)
+        with h5py.File(folder / "megadepth.h5", "w") as f:
+            f.create_dataset("depth", data=depth, chunks=(64, 64), compression="gzip", compression_opts=9)
+        Image.fromarray(scene.image).save(mega, "JPEG", quality=95)
+    return {
+        "rgb": Source("rgb.png", str(rgb)),
+        "diode": Source("diode.png", str(diode), str(folder / "diode_depth.npy"), str(folder / "diode_depth_mask.npy")),
+        "megadepth": Source("megadepth.jpg", str(mega), str(folder / "megadepth.h5")),
+    }
+
+
+def load_inputs(reference: Path) -> tuple[dict[str, Source], str]:
+    """The paper's reference samples, read in place (never copied), or synthetic stand-ins."""
+    files = ["RGB_img.png", "RGB-D_img3.png", "RGB-D_depth3.npy", "RGB-D_depth_mask3.npy", "RGB-D_img1.jpg",
+             "RGB-D_depth1.h5"]
+    if all((reference / f).is_file() for f in files):
+        r = str(reference)
+        return {
+            "rgb": Source("RGB_img.png", f"{r}/RGB_img.png"),
+            "diode": Source("RGB-D_img3.png", f"{r}/RGB-D_img3.png", f"{r}/RGB-D_depth3.npy",
+                            f"{r}/RGB-D_depth_mask3.npy"),
+            "megadepth": Source("RGB-D_img1.jpg", f"{r}/RGB-D_img1.jpg", f"{r}/RGB-D_depth1.h5"),
+        }, f"reference samples in {reference}"
+    return _synthetic_inputs(RESULTS / "synthetic-inputs"), "synthetic stand-ins (reference samples not found)"
+
+
+def describe_input(source: Source) -> str:
+    with Image.open(source.image) as img:
+        w, h = img.size
+        mode = img.mode
+    depth = f" + {Path(source.depth).suffix}" if source.depth else ""
+    return f"{Path(source.image).suffix[1:]} {w}x{h} {mode}{depth}"
+
+
+# ------------------------------------------------------------------------------------------ 1. per task
+def _read(path: str | None) -> bytes | None:
+    return None if path is None else Path(path).read_bytes()
+
+
+def _load_depth(source: Source, cfg: GenerateConfig, full_hw: tuple[int, int], out_hw: tuple[int, int]) -> np.ndarray:
+    depth_data = _read(source.depth)
+    assert depth_data is not None and source.depth is not None
+    raw = read_depth(depth_data, source.depth, _read(source.mask), fmt=cfg.depth_format, image_hw=full_hw)
+    return resize_depth(raw, out_hw)
+
+
+def _decode(source: Source, cfg: GenerateConfig) -> tuple[np.ndarray, tuple[int, int]]:
+    data = _read(source.image)
+    assert data is not None
+    return decode_fitted(data, cfg.budget, max_decode_pixels=cfg.max_decode_pixels)
+
+
+def _region(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """An (h, w) piece of the decoded input: real image content at an output's size (wrapped if larger)."""
+    h, w = hw
+    if h > image.shape[0] or w > image.shape[1]:
+        image = np.pad(image, ((0, max(0, h - image.shape[0])), (0, max(0, w - image.shape[1])), (0, 0)), "wrap")
+    return image[:h, :w]
+
+
+def output_shapes(rows: list[dict[str, Any]]) -> list[tuple[int, int]]:
+    """(H, W) of every encoded output image, read from the PNG headers."""
+    shapes = []
+    for row in rows:
+        for im in row["images"]:
+            with Image.open(io.BytesIO(im["bytes"])) as img:
+                shapes.append((img.size[1], img.size[0]))
+    return shapes
+
+
+def io_floor(source: Source, cfg: GenerateConfig, shapes: Sequence[tuple[int, int]], needs_depth: bool) -> None:
+    """Read + decode the input (+ read its depth), then encode as many images of the same sizes: nothing else."""
+    image, full_hw = _decode(source, cfg)
+    if needs_depth:
+        _load_depth(source, cfg, full_hw, image.shape[:2])
+    for hw in shapes:
+        encode_image(_region(image, hw), cfg.image_format)
+
+
+def bench_task(task: str, source: Source, settings: Settings) -> dict[str, Any]:
+    """Full per-sample path (``process_source``), its I/O floor, and the stages it is made of."""
+    cfg = GenerateConfig(tasks=[task])
+    ctx = _Context.build(cfg)
+    module, task_cfg = ctx.tasks[task]
+    rows, rejects, _ = process_source(source, ctx)
+    if rejects or not rows:
+        raise RuntimeError(f"{task} rejected {source.image}: {rejects}")
+    shapes = output_shapes(rows)
+    needs_depth = bool(module.REQUIRES_DEPTH)
+
+    image, full_hw = _decode(source, cfg)
+    depth = _load_depth(source, cfg, full_hw, image.shape[:2]) if needs_depth else None
+    scene = Scene(source.id, image, depth)
+    rng_args = (cfg.seed, source.id, task, 0)
+    sample = module.generate(scene, sample_rng(*rng_args), task_cfg)
+    fitted = [fit_budget(im, cfg.budget) for im in sample.images]
+
+    total = measure(lambda: process_source(source, ctx), settings)
+    floor = measure(lambda: io_floor(source, cfg, shapes, needs_depth), settings)
+    stages = {
+        "decode": measure(lambda: _decode(source, cfg), settings),
+        "depth": measure(lambda: _load_depth(source, cfg, full_hw, image.shape[:2]), settings) if needs_depth
+        else None,
+        "generate": measure(lambda: module.generate(scene, sample_rng(*rng_args), task_cfg), settings),
+        "fit": measure(lambda: [fit_budget(im, cfg.budget) for im in sample.images], settings),
+        "encode": measure(lambda: [encode_image(im, cfg.image_format) for im in fitted], settings),
+    }
+    stage_ms = {k: (v.ms if v else 0.0) for k, v in stages.items()}
+    stage_ms["other"] = total.ms - sum(stage_ms.values())
+    return {
+        "task": task,
+        "input": source.id,
+        "decoded_hw": list(image.shape[:2]),
+        "outputs": [list(s) for s in shapes],
+        "output_bytes": sum(len(im["bytes"]) for row in rows for im in row["images"]),
+        "task_s": total.median_s,
+        "samples_per_s": 1 / total.median_s,
+        "floor_s": floor.median_s,
+        "ratio": total.median_s / floor.median_s,
+        "stages_ms": stage_ms,
+        "runs": total.runs,
+    }
+
+
+def bench_tasks(inputs: dict[str, Source], settings: Settings) -> list[dict[str, Any]]:
+    results = []
+    for task, key in CASES:
+        res = bench_task(task, inputs[key], settings)
+        res["input_kind"] = key
+        results.append(res)
+        print(f"  {task:12s} {key:10s} {res['task_s'] * 1000:7.1f} ms  floor {res['floor_s'] * 1000:7.1f} ms  "
+              f"ratio {res['ratio']:.2f}", flush=True)
+    return results
+
+
+# ------------------------------------------------------------------------------------------ decoder overhead
+def bench_decoder(inputs: dict[str, Source], settings: Settings) -> list[dict[str, Any]]:
+    """``decode_fitted`` against a bare Pillow decode + RGB convert + the same Lanczos resize."""
+    cfg = GenerateConfig()
+    out = []
+    for key, source in inputs.items():
+        data = Path(source.image).read_bytes()
+
+        def bare(data: bytes = data) -> np.ndarray:
+            with Image.open(io.BytesIO(data)) as img:
+                rgb = np.asarray(img.convert("RGB"))
+            return resize_rgb(rgb, smart_resize(*rgb.shape[:2], cfg.budget))
+
+        ours = measure(lambda data=data: decode_fitted(data, cfg.budget), settings)
+        plain = measure(bare, settings)
+        out.append({"input": key, "file": describe_input(source), "decode_fitted_ms": ours.ms,
+                    "pillow_plain_ms": plain.ms})
+    return out
+
+
+# ------------------------------------------------------------------------------------------ 2. decode once
+def bench_decode_once(source: Source, key: str, settings: Settings) -> dict[str, Any]:
+    """All five default tasks in one ``process_source`` call against five single-task calls."""
+    together = _Context.build(GenerateConfig(tasks=list(DEFAULT_TASKS)))
+    rows, rejects, _ = process_source(source, together)
+    if rejects:
+        raise RuntimeError(f"all-task run rejected {source.image}: {rejects}")
+    all_t = measure(lambda: process_source(source, together), settings)
+    singles = {}
+    for task in DEFAULT_TASKS:
+        ctx = _Context.build(GenerateConfig(tasks=[task]))
+        singles[task] = measure(lambda ctx=ctx: process_source(source, ctx), settings).median_s
+    separate = sum(singles.values())
+    return {"input": key, "samples": len(rows), "together_s": all_t.median_s, "separate_s": separate,
+            "singles_s": singles, "saved_s": separate - all_t.median_s, "speedup": separate / all_t.median_s}
+
+
+# ------------------------------------------------------------------------------------------ corpora
+def make_corpus(n: int, settings: Settings) -> Path:
+    """``n`` synthetic RGB-D scenes (DIODE layout); distinct scenes are rendered once and hard-linked."""
+    unique = RESULTS / "synth-unique"
+    unique.mkdir(parents=True, exist_ok=True)
+    u = min(n, settings.unique_scenes)
+    for i in range(u):
+        if not (unique / f"synth-{i:05d}.camera.json").exists():  # write_scene writes it last
+            write_scene(render_scene(np.random.default_rng([0, i])), unique, f"synth-{i:05d}")
+    corpus = RESULTS / f"corpus-{n}"
+    suffixes = (".png", "_depth.npy", "_depth_mask.npy")
+    if corpus.exists() and len(list(corpus.iterdir())) == n * len(suffixes):
+        return corpus
+    shutil.rmtree(corpus, ignore_errors=True)
+    corpus.mkdir(parents=True)
+    for j in range(n):
+        for suffix in suffixes:
+            src, dst = unique / f"synth-{j % u:05d}{suffix}", corpus / f"scene-{j:05d}{suffix}"
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copyfile(src, dst)
+    return corpus
+
+
+# ------------------------------------------------------------------------------------------ child mode
+def child_run(corpus: str, workers: int, shard_size: int) -> dict[str, Any]:
+    """Body of a fresh process: ``ssrl.generate.run`` on ``corpus`` into a temporary folder."""
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with tempfile.TemporaryDirectory(prefix="ssrl-bench-") as out:
+        cfg = GenerateConfig(inputs=[corpus], output=out, workers=workers, shard_size=shard_size)
+        t0 = time.perf_counter()
+        result = run(cfg)
+        wall = time.perf_counter() - t0
+        assert result.manifest is not None
+        samples = result.manifest["num_samples"]
+    return {
+        "wall_s": wall,
+        "samples": samples,
+        "shards": result.shards_total,
+        "baseline_rss_mib": base_rss / 1024,  # ru_maxrss is KiB on Linux
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_child_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    }
+
+
+def spawn_child(corpus: Path, workers: int, shard_size: int) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--child", str(corpus), "--workers", str(workers), "--shard-size",
+           str(shard_size)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"child run failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------------------------ 3. peak RSS
+def bench_rss(settings: Settings) -> list[dict[str, Any]]:
+    """Peak RSS of ``run`` (workers=1, default shard size) per corpus size, one fresh process each.
+
+    The processes run side by side (at most one per core): only memory is reported here, never time.
+    """
+    shard_size = GenerateConfig().shard_size
+    corpora = {n: make_corpus(n, settings) for n in settings.rss_sizes}
+    with cf.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        futures = {n: pool.submit(spawn_child, path, 1, shard_size) for n, path in corpora.items()}
+        results = []
+        for n in settings.rss_sizes:
+            res = futures[n].result()
+            results.append({"scenes": n, "shard_size": shard_size, **res})
+            print(f"  {n:4d} scenes  peak RSS {res['peak_rss_mib']:.0f} MiB", flush=True)
+    return results
+
+
+# ------------------------------------------------------------------------------------------ 4. workers
+def bench_workers(settings: Settings) -> list[dict[str, Any]]:
+    """Wall time of ``run`` with 1 and 2 workers on the same corpus, each in a fresh process, one at a time."""
+    corpus = make_corpus(settings.scaling_scenes, settings)
+    results = []
+    for workers in (1, 2):
+        res = spawn_child(corpus, workers, settings.scaling_shard_size)
+        res.update(workers=workers, scenes=settings.scaling_scenes, shard_size=settings.scaling_shard_size,
+                   samples_per_s=res["samples"] / res["wall_s"])
+        results.append(res)
+        print(f"  workers={workers}  {res['wall_s']:.1f} s  {res['samples_per_s']:.2f} samples/s", flush=True)
+    for res in results:
+        res["speedup"] = results[0]["wall_s"] / res["wall_s"]
+    return results
+
+
+# ------------------------------------------------------------------------------------------ report
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+            for r in rows]
+    return "\n".join(out)
+
+
+def report(res: dict[str, Any]) -> str:
+    parts = []
+    m = res["machine"]
+    parts.append(f"Machine: {m['cpu']}, {m['cpu_count']} cores; Python {m['python']}, numpy {m['numpy']}, "
+                 f"Pillow {m['pillow']}, scipy {m['scipy']}, h5py {m['h5py']}; {m['date']}")
+    parts.append(f"Inputs: {res['inputs_note']}; settings: {res['settings']}")
+
+    rows = []
+    for r in res["tasks"]:
+        up = UPSTREAM.get(r["task"], ("-", "-"))
+        st = r["stages_ms"]
+        rows.append([r["task"], r["input_kind"], "x".join(map(str, r["decoded_hw"])), str(len(r["outputs"])),
+                     f"{r['task_s'] * 1000:.0f}", f"{r['samples_per_s']:.2f}", f"{r['floor_s'] * 1000:.0f}",
+                     f"{r['ratio']:.2f}" + ("" if r["ratio"] <= GOAL_RATIO else " *"),
+                     f"{st['decode']:.0f}", f"{st['depth']:.0f}", f"{st['generate']:.0f}", f"{st['fit']:.0f}",
+                     f"{st['encode']:.0f}", f"{st['other']:.0f}", f"{up[0]} ({up[1]})"])
+    parts.append("1. Per task (one sample; ms = median wall time; * = above the 1.2x goal)\n" + table(
+        ["task", "input", "decoded", "imgs", "task ms", "samples/s", "floor ms", "ratio", "decode", "depth",
+         "generate", "fit", "encode", "other", "upstream s (ratio)"], rows))
+
+    rows = [[d["input"], d["file"], f"{d['decode_fitted_ms']:.0f}", f"{d['pillow_plain_ms']:.0f}"]
+            for d in res["decoder"]]
+    parts.append("Decoder: ssrl decode_fitted vs bare Pillow decode + convert('RGB') + same Lanczos resize (ms)\n"
+                 + table(["input", "file", "decode_fitted", "pillow plain"], rows))
+
+    rows = [[d["input"], str(d["samples"]), f"{d['together_s'] * 1000:.0f}", f"{d['separate_s'] * 1000:.0f}",
+             f"{d['saved_s'] * 1000:.0f}", f"{d['speedup']:.2f}x"] for d in res["decode_once"]]
+    parts.append("2. Decode once: five default tasks in one process_source call vs five single-task calls\n"
+                 + table(["input", "samples", "together ms", "separate ms", "saved ms", "speedup"], rows))
+
+    rows = [[str(d["scenes"]), str(d["shards"]), str(d["samples"]), f"{d['baseline_rss_mib']:.0f}",
+             f"{d['peak_rss_mib']:.0f}"] for d in res["rss"]]
+    parts.append("3. Peak RSS of run(workers=1, shard_size=64), one fresh process per corpus\n"
+                 + table(["scenes", "shards", "samples", "after import MiB", "peak MiB"], rows))
+
+    rows = [[str(d["workers"]), str(d["scenes"]), str(d["shards"]), f"{d['wall_s']:.1f}",
+             f"{d['samples_per_s']:.2f}", f"{d['speedup']:.2f}x", f"{d['peak_rss_mib']:.0f}",
+             f"{d['peak_child_rss_mib']:.0f}"] for d in res["workers"]]
+    parts.append(f"4. Worker scaling (os.cpu_count() = {m['cpu_count']})\n" + table(
+        ["workers", "scenes", "shards", "wall s", "samples/s", "speedup", "parent RSS MiB", "worker RSS MiB"], rows))
+    return "\n\n".join(parts)
+
+
+# ------------------------------------------------------------------------------------------ main
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer runs and smaller corpora (smoke test)")
+    parser.add_argument("--reference", type=Path, default=REFERENCE, help="folder of the paper's reference samples")
+    parser.add_argument("--output", type=Path, default=RESULTS / "generate.json")
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # helper mode: one run() in a fresh process
+    parser.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--shard-size", type=int, default=64, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child_run(args.child, args.workers, args.shard_size)))
+        return 0
+
+    settings = Settings.pick(args.quick)
+    started = time.perf_counter()
+    inputs, note = load_inputs(args.reference)
+    res: dict[str, Any] = {"machine": machine_info(), "quick": args.quick, "settings": asdict(settings),
+                           "inputs_note": note, "inputs": {k: describe_input(s) for k, s in inputs.items()}}
+    print(f"{res['machine']['cpu']}, {res['machine']['cpu_count']} cores; inputs: {note}", flush=True)
+    print("1. per task", flush=True)
+    res["tasks"] = bench_tasks(inputs, settings)
+    res["decoder"] = bench_decoder(inputs, settings)
+    print("2. decode once", flush=True)
+    res["decode_once"] = [bench_decode_once(inputs[k], k, settings) for k in ("megadepth", "diode")]
+    print("4. worker scaling", flush=True)
+    res["workers"] = bench_workers(settings)
+    print("3. peak RSS", flush=True)
+    res["rss"] = bench_rss(settings)
+    res["elapsed_s"] = time.perf_counter() - started
+
+    print()
+    print(report(res))
+    print(f"\nTotal {res['elapsed_s']:.0f} s; results in {args.output}")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(res, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
