@@ -186,7 +186,7 @@ def _apply_mask(depth: np.ndarray, mask: np.ndarray) -> np.ndarray:
     if mask.shape != depth.shape:
         raise RejectError(f"mask {mask.shape[0]}x{mask.shape[1]} does not match depth "
                           f"{depth.shape[0]}x{depth.shape[1]} (height x width)")
-    valid = np.nan_to_num(mask.astype(np.float64, copy=False), nan=0.0) != 0
+    valid = (mask != 0) & ~np.isnan(mask) if mask.dtype.kind == "f" else mask != 0
     out = depth.astype(np.float32, copy=True)
     out[~valid] = np.nan
     return out

@@ -242,6 +242,8 @@ def _grey_to_uint8(img: Image.Image) -> np.ndarray:
 
 def _over_white(rgba: np.ndarray) -> np.ndarray:
     """Composite RGBA over white (transparent areas are usually meant as background, not black)."""
+    if rgba[..., 3].min() == 255:  # opaque (many RGBA PNGs): skip the arithmetic
+        return rgba[..., :3]
     rgb = rgba[..., :3].astype(np.uint32)
     alpha = rgba[..., 3:4].astype(np.uint32)
     out = (rgb * alpha + 255 * (255 - alpha) + 127) // 255

@@ -16,7 +16,7 @@ import numpy as np
 from ssrl.draw import circle_markers, marker_radius
 from ssrl.errors import ConfigError
 from ssrl.tasks.base import Sample, Scene, question, reject, seq, verify_exact
-from ssrl.tasks.windows import pick, window_range
+from ssrl.tasks.windows import pick_flat
 
 NAME = "depth_order"
 REQUIRES_DEPTH = True
@@ -66,7 +66,6 @@ def generate(scene: Scene, rng: np.random.Generator, cfg: Config = Config()) -> 
         raise reject("depth_order: the source has no depth map")
     h, w = scene.image.shape[:2]
     dn = normalise(scene.depth, cfg.percentiles)
-    flat = [window_range(dn, k) < t for k, t in cfg.windows]
     yy, xx = np.ogrid[0:h, 0:w]
     min_dist = max(cfg.min_separation * min(h, w), 2.2 * marker_radius(h, w))
     far_enough = np.ones((h, w), dtype=bool)
@@ -74,8 +73,8 @@ def generate(scene: Scene, rng: np.random.Generator, cfg: Config = Config()) -> 
     window_used: list[int] = []
     for lo, hi in cfg.bands:
         in_band = (dn >= lo) & (dn <= hi) & far_enough
-        found = next(((yx, k) for (k, _), ok in zip(cfg.windows, flat, strict=True)
-                      if (yx := pick(in_band & ok, rng)) is not None), None)
+        found = next(((yx, k) for k, t in cfg.windows if (yx := pick_flat(dn, in_band, k, t, rng)) is not None),
+                     None)
         if found is None:
             raise reject(f"depth_order: no flat region in depth band [{lo}, {hi}]")
         centres.append(found[0])

@@ -19,7 +19,7 @@ import numpy as np
 from ssrl.draw import circle_markers, marker_radius
 from ssrl.errors import ConfigError
 from ssrl.tasks.base import LETTERS, Sample, Scene, options_text, question, reject, verify_exact
-from ssrl.tasks.windows import window_minmax
+from ssrl.tasks.windows import window_minmax_at
 
 NAME = "position"
 REQUIRES_DEPTH = True
@@ -87,22 +87,29 @@ def _normalise(depth: np.ndarray) -> np.ndarray:
 
 
 def _candidates(dn: np.ndarray, cfg: Config, rng: np.random.Generator) -> np.ndarray:
-    """Rows of (y, x, block min, block max) for flat blocks on the central strided grid."""
+    """Rows of (y, x, block min, block max): up to ``max_candidates`` flat blocks drawn uniformly from the
+    central strided grid. Grid points are checked in a random order, a chunk at a time, until enough are
+    found, so the cost does not grow with the image."""
     h, w = dn.shape
     half = cfg.window // 2
     step = cfg.stride or max(2, min(h, w) // 96)
-    lo, hi = window_minmax(dn, cfg.window)
     ys = np.arange(half, h - half, step)
     xs = np.arange(half, w - half, step)
     ys = ys[np.abs(ys + 0.5 - h / 2) <= cfg.central * h]
     xs = xs[np.abs(xs + 0.5 - w / 2) <= cfg.central * w]
-    gy, gx = np.meshgrid(ys, xs, indexing="ij")
-    blo, bhi = lo[gy, gx], hi[gy, gx]
-    ok = (bhi - blo) <= cfg.flat_range
-    cand = np.stack([gy[ok], gx[ok], blo[ok], bhi[ok]], axis=1).astype(np.float64)
-    if len(cand) > cfg.max_candidates:
-        cand = cand[np.sort(rng.choice(len(cand), cfg.max_candidates, replace=False))]
-    return cand
+    order = rng.permutation(ys.size * xs.size)
+    found: list[np.ndarray] = []
+    count = 0
+    for start in range(0, order.size, 4096):
+        gy, gx = np.divmod(order[start : start + 4096], xs.size)
+        lo, hi = window_minmax_at(dn, ys[gy], xs[gx], cfg.window)
+        ok = (hi - lo) <= cfg.flat_range
+        found.append(np.stack([ys[gy][ok], xs[gx][ok], lo[ok], hi[ok]], axis=1).astype(np.float64))
+        count += int(ok.sum())
+        if count >= cfg.max_candidates:
+            break
+    cand = np.concatenate(found)[: cfg.max_candidates] if found else np.zeros((0, 4))
+    return cand[np.lexsort((cand[:, 1], cand[:, 0]))]
 
 
 def _pairs(cand: np.ndarray, kind: str, cfg: Config, h: int, w: int) -> np.ndarray:

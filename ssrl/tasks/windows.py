@@ -1,9 +1,22 @@
-"""Vectorised window statistics over depth maps, replacing the published scripts' per-pixel Python scans."""
+"""Window statistics over depth maps, vectorised, replacing the published scripts' per-pixel Python scans.
+
+Two ways to find flat windows with the same result: a full min/max filter over the image (exact, the
+fallback), and checking only a few hundred candidate centres gathered at once (fast, used first). A
+window holding NaN or leaving the image is never flat.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
+
+
+def window_minmax(depth: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(min, max) of every size x size window; NaN or out-of-image pixels make the window's range infinite."""
+    bad = ~np.isfinite(depth)
+    hi = ndimage.maximum_filter(np.where(bad, np.inf, depth), size=size, mode="constant", cval=np.inf)
+    lo = ndimage.minimum_filter(np.where(bad, -np.inf, depth), size=size, mode="constant", cval=-np.inf)
+    return lo, hi
 
 
 def window_range(depth: np.ndarray, size: int) -> np.ndarray:
@@ -18,11 +31,24 @@ def window_range(depth: np.ndarray, size: int) -> np.ndarray:
     return hi - lo
 
 
-def window_minmax(depth: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(min, max) of every size x size window; NaN or out-of-image pixels make the window's range infinite."""
-    bad = ~np.isfinite(depth)
-    hi = ndimage.maximum_filter(np.where(bad, np.inf, depth), size=size, mode="constant", cval=np.inf)
-    lo = ndimage.minimum_filter(np.where(bad, -np.inf, depth), size=size, mode="constant", cval=-np.inf)
+def window_minmax_at(depth: np.ndarray, ys: np.ndarray, xs: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(min, max) of the windows centred at the given pixels only, as ``window_minmax`` would give there.
+
+    >>> d = np.arange(25, dtype=np.float32).reshape(5, 5)
+    >>> lo, hi = window_minmax_at(d, np.array([2, 0]), np.array([2, 2]), 3)
+    >>> lo.tolist(), hi.tolist()
+    ([6.0, -inf], [18.0, inf])
+    """
+    h, w = depth.shape
+    half = size // 2
+    ys, xs = np.asarray(ys, dtype=np.intp), np.asarray(xs, dtype=np.intp)
+    inside = (ys >= half) & (ys < h - half) & (xs >= half) & (xs < w - half)
+    off = np.arange(-half, half + 1)
+    cy, cx = np.where(inside, ys, half), np.where(inside, xs, half)
+    win = depth[cy[:, None, None] + off[None, :, None], cx[:, None, None] + off[None, None, :]]
+    ok = inside & np.isfinite(win).all(axis=(1, 2))
+    lo = np.where(ok, win.min(axis=(1, 2)), -np.inf)
+    hi = np.where(ok, win.max(axis=(1, 2)), np.inf)
     return lo, hi
 
 
@@ -33,3 +59,25 @@ def pick(mask: np.ndarray, rng: np.random.Generator) -> tuple[int, int] | None:
         return None
     y, x = divmod(int(flat[rng.integers(flat.size)]), mask.shape[1])
     return y, x
+
+
+def pick_flat(depth: np.ndarray, allowed: np.ndarray, size: int, max_range: float, rng: np.random.Generator,
+              *, batch: int = 128, tries: int = 4) -> tuple[int, int] | None:
+    """A uniformly random allowed pixel whose window is flat (range < max_range), or None if there is none.
+
+    Draws allowed pixels uniformly and keeps the first whose window is flat: the law of "uniform among
+    flat allowed pixels", at the cost of a few hundred windows. Only when ``tries`` batches find nothing
+    is the whole image filtered, so "none" is always exact.
+    """
+    flat_idx = np.flatnonzero(allowed)
+    if flat_idx.size == 0:
+        return None
+    w = depth.shape[1]
+    for _ in range(tries):
+        draw = flat_idx[rng.integers(flat_idx.size, size=batch)]
+        ys, xs = np.divmod(draw, w)
+        lo, hi = window_minmax_at(depth, ys, xs, size)
+        hit = np.flatnonzero(hi - lo < max_range)
+        if hit.size:
+            return int(ys[hit[0]]), int(xs[hit[0]])
+    return pick(allowed & (window_range(depth, size) < max_range), rng)
