@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -86,7 +87,7 @@ class Settings:
     def pick(cls, quick: bool) -> Settings:
         if quick:
             return cls(3, 0.3, 10, (8, 32), 16, 4, 8)
-        return cls(5, 1.5, 40, (16, 64, 256), 64, 8, 32)
+        return cls(5, 1.0, 40, (16, 64, 256), 64, 8, 32)
 
 
 # ------------------------------------------------------------------------------------------ timing
@@ -95,6 +96,10 @@ class Timing:
     median_s: float
     min_s: float
     runs: int
+    cpu_share: float
+    """Process CPU time / wall time over the runs: well below 1 means something else took the CPU."""
+    others: float
+    """CPU cores used by other processes (and stolen by the hypervisor) on average meanwhile."""
 
     @property
     def ms(self) -> float:
@@ -105,17 +110,27 @@ def measure(fn: Callable[[], object], settings: Settings) -> Timing:
     """Median wall time of ``fn`` after one warm-up call: at least ``min_runs`` runs and ``min_seconds``."""
     fn()
     times: list[float] = []
-    start = time.perf_counter()
+    start, cpu_start, busy_start = time.perf_counter(), time.process_time(), machine_busy_s()
     while len(times) < settings.min_runs or (
         time.perf_counter() - start < settings.min_seconds and len(times) < settings.max_runs
     ):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return Timing(statistics.median(times), min(times), len(times))
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    others = max(0.0, machine_busy_s() - busy_start - cpu) / wall
+    return Timing(statistics.median(times), min(times), len(times), cpu / wall, others)
 
 
 # ------------------------------------------------------------------------------------------ machine
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has been busy (all cores, including time stolen by a hypervisor)."""
+    import psutil
+
+    t = psutil.cpu_times()
+    return sum(getattr(t, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq", "steal"))
+
+
 def machine_info() -> dict[str, Any]:
     model = "unknown"
     try:
@@ -138,6 +153,7 @@ def machine_info() -> dict[str, Any]:
         "scipy": scipy.__version__,
         "h5py": h5py.__version__,
         "platform": platform.platform(),
+        "loadavg_at_start": os.getloadavg(),
     }
 
 
@@ -277,6 +293,10 @@ def bench_task(task: str, source: Source, settings: Settings) -> dict[str, Any]:
         "ratio": total.median_s / floor.median_s,
         "stages_ms": stage_ms,
         "runs": total.runs,
+        "task_min_s": total.min_s,
+        "floor_min_s": floor.min_s,
+        "cpu_share": min(total.cpu_share, floor.cpu_share),
+        "others_cores": max(total.others, floor.others),
     }
 
 
@@ -286,8 +306,10 @@ def bench_tasks(inputs: dict[str, Source], settings: Settings) -> list[dict[str,
         res = bench_task(task, inputs[key], settings)
         res["input_kind"] = key
         results.append(res)
+        busy = "" if res["cpu_share"] > 0.9 and res["others_cores"] < 0.2 else (
+            f"  (busy machine? cpu share {res['cpu_share']:.2f}, others {res['others_cores']:.2f} cores)")
         print(f"  {task:12s} {key:10s} {res['task_s'] * 1000:7.1f} ms  floor {res['floor_s'] * 1000:7.1f} ms  "
-              f"ratio {res['ratio']:.2f}", flush=True)
+              f"ratio {res['ratio']:.2f}{busy}", flush=True)
     return results
 
 
@@ -319,13 +341,16 @@ def bench_decode_once(source: Source, key: str, settings: Settings) -> dict[str,
     if rejects:
         raise RuntimeError(f"all-task run rejected {source.image}: {rejects}")
     all_t = measure(lambda: process_source(source, together), settings)
-    singles = {}
+    singles: dict[str, float] = {}
+    others = all_t.others
     for task in DEFAULT_TASKS:
         ctx = _Context.build(GenerateConfig(tasks=[task]))
-        singles[task] = measure(lambda ctx=ctx: process_source(source, ctx), settings).median_s
+        single = measure(lambda ctx=ctx: process_source(source, ctx), settings)
+        singles[task], others = single.median_s, max(others, single.others)
     separate = sum(singles.values())
     return {"input": key, "samples": len(rows), "together_s": all_t.median_s, "separate_s": separate,
-            "singles_s": singles, "saved_s": separate - all_t.median_s, "speedup": separate / all_t.median_s}
+            "singles_s": singles, "saved_s": separate - all_t.median_s, "speedup": separate / all_t.median_s,
+            "others_cores": others}
 
 
 # ------------------------------------------------------------------------------------------ corpora
@@ -354,23 +379,70 @@ def make_corpus(n: int, settings: Settings) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ child mode
+def peak_rss_kib(pid: int | str = "self") -> int:
+    """Peak resident set of a process (VmHWM), in KiB.
+
+    ``ru_maxrss`` is not used: Linux carries a forked parent's peak into the child across ``exec``, so a
+    child started by a big parent would report the parent's memory.
+    """
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss if pid == "self" else 0
+
+
+class DescendantPeak(threading.Thread):
+    """Polls the peak RSS (VmHWM, which only grows) of every descendant process until stopped."""
+
+    def __init__(self, interval_s: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.interval_s = interval_s
+        self.peaks: dict[int, int] = {}
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._done.wait(self.interval_s):
+            for child in me.children(recursive=True):
+                kib = peak_rss_kib(child.pid)
+                self.peaks[child.pid] = max(kib, self.peaks.get(child.pid, 0))
+
+    def stop(self) -> int:
+        """Largest peak of any descendant, in KiB."""
+        self._done.set()
+        self.join()
+        return max(self.peaks.values(), default=0)
+
+
 def child_run(corpus: str, workers: int, shard_size: int) -> dict[str, Any]:
     """Body of a fresh process: ``ssrl.generate.run`` on ``corpus`` into a temporary folder."""
-    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base_rss = peak_rss_kib()
+    watcher = DescendantPeak()
+    watcher.start()
     with tempfile.TemporaryDirectory(prefix="ssrl-bench-") as out:
         cfg = GenerateConfig(inputs=[corpus], output=out, workers=workers, shard_size=shard_size)
-        t0 = time.perf_counter()
+        t0, cpu0, busy0 = time.perf_counter(), os.times(), machine_busy_s()
         result = run(cfg)
-        wall = time.perf_counter() - t0
+        wall, cpu1, busy1 = time.perf_counter() - t0, os.times(), machine_busy_s()
         assert result.manifest is not None
         samples = result.manifest["num_samples"]
+    worker_peak = watcher.stop()
+    cpu = (cpu1.user - cpu0.user + cpu1.system - cpu0.system + cpu1.children_user - cpu0.children_user
+           + cpu1.children_system - cpu0.children_system)
     return {
         "wall_s": wall,
+        "cpu_s": cpu,
+        "others_cores": max(0.0, busy1 - busy0 - cpu) / wall,
         "samples": samples,
         "shards": result.shards_total,
-        "baseline_rss_mib": base_rss / 1024,  # ru_maxrss is KiB on Linux
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "peak_child_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+        "baseline_rss_mib": base_rss / 1024,
+        "peak_rss_mib": peak_rss_kib() / 1024,
+        "peak_worker_rss_mib": worker_peak / 1024,
     }
 
 
@@ -411,7 +483,8 @@ def bench_workers(settings: Settings) -> list[dict[str, Any]]:
         res.update(workers=workers, scenes=settings.scaling_scenes, shard_size=settings.scaling_shard_size,
                    samples_per_s=res["samples"] / res["wall_s"])
         results.append(res)
-        print(f"  workers={workers}  {res['wall_s']:.1f} s  {res['samples_per_s']:.2f} samples/s", flush=True)
+        busy = "" if res["others_cores"] < 0.2 else f"  (busy machine? others used {res['others_cores']:.2f} cores)"
+        print(f"  workers={workers}  {res['wall_s']:.1f} s  {res['samples_per_s']:.2f} samples/s{busy}", flush=True)
     for res in results:
         res["speedup"] = results[0]["wall_s"] / res["wall_s"]
     return results
@@ -433,6 +506,9 @@ def report(res: dict[str, Any]) -> str:
     parts.append(f"Machine: {m['cpu']}, {m['cpu_count']} cores; Python {m['python']}, numpy {m['numpy']}, "
                  f"Pillow {m['pillow']}, scipy {m['scipy']}, h5py {m['h5py']}; {m['date']}")
     parts.append(f"Inputs: {res['inputs_note']}; settings: {res['settings']}")
+    others = max(r["others_cores"] for r in res["tasks"])
+    parts.append(f"Other load during the per-task timings: at most {others:.2f} cores used by other processes"
+                 + (" -- timings may be inflated" if others >= 0.2 else ""))
 
     rows = []
     for r in res["tasks"]:
@@ -464,9 +540,11 @@ def report(res: dict[str, Any]) -> str:
 
     rows = [[str(d["workers"]), str(d["scenes"]), str(d["shards"]), f"{d['wall_s']:.1f}",
              f"{d['samples_per_s']:.2f}", f"{d['speedup']:.2f}x", f"{d['peak_rss_mib']:.0f}",
-             f"{d['peak_child_rss_mib']:.0f}"] for d in res["workers"]]
+             f"{d['peak_worker_rss_mib']:.0f}", f"{d['cpu_s']:.1f}", f"{d['others_cores']:.2f}"]
+            for d in res["workers"]]
     parts.append(f"4. Worker scaling (os.cpu_count() = {m['cpu_count']})\n" + table(
-        ["workers", "scenes", "shards", "wall s", "samples/s", "speedup", "parent RSS MiB", "worker RSS MiB"], rows))
+        ["workers", "scenes", "shards", "wall s", "samples/s", "speedup", "parent RSS MiB", "worker RSS MiB",
+         "CPU s", "others (cores)"], rows))
     return "\n\n".join(parts)
 
 
@@ -490,6 +568,8 @@ def main(argv: list[str] | None = None) -> int:
     res: dict[str, Any] = {"machine": machine_info(), "quick": args.quick, "settings": asdict(settings),
                            "inputs_note": note, "inputs": {k: describe_input(s) for k, s in inputs.items()}}
     print(f"{res['machine']['cpu']}, {res['machine']['cpu_count']} cores; inputs: {note}", flush=True)
+    if os.getloadavg()[0] > 0.5 * (os.cpu_count() or 1):
+        print(f"warning: load average {os.getloadavg()[0]:.2f} before starting; timings may be noisy", flush=True)
     print("1. per task", flush=True)
     res["tasks"] = bench_tasks(inputs, settings)
     res["decoder"] = bench_decoder(inputs, settings)
@@ -500,6 +580,7 @@ def main(argv: list[str] | None = None) -> int:
     print("3. peak RSS", flush=True)
     res["rss"] = bench_rss(settings)
     res["elapsed_s"] = time.perf_counter() - started
+    res["loadavg_at_end"] = os.getloadavg()
 
     print()
     print(report(res))

@@ -21,3 +21,7 @@ class RejectError(SSRLError):
 
 class StoreError(SSRLError):
     """A store operation failed; the message names the full URL of the object."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store itself cannot be used (unreachable, bad credentials, no bucket): retrying objects won't help."""

@@ -18,7 +18,6 @@ import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -28,11 +27,11 @@ from ssrl import __version__
 from ssrl.config import build_config, to_dict
 from ssrl.dataset import SHARD_RECORD, ShardWriter, shard_name
 from ssrl.depth import DepthFormat, read_depth
-from ssrl.errors import ConfigError, RejectError, SSRLError
+from ssrl.errors import ConfigError, RejectError, SSRLError, StoreError, StoreUnavailableError
 from ssrl.imageio import ENCODE_FORMATS, PixelBudget, decode_fitted, encode_image, fit_budget, resize_depth
 from ssrl.report import build_manifest
 from ssrl.sources import DEFAULT_RULES, Source, discover, parse_rules
-from ssrl.store import Store, open_store
+from ssrl.store import Store, open_store, read_url
 from ssrl.tasks import DEFAULT_TASKS, available_tasks, get_task
 from ssrl.tasks.base import Scene
 
@@ -174,12 +173,15 @@ def _json(value: Any) -> str:
 
 
 def _read(path: str | None) -> bytes | None:
+    """A source file's bytes (local path or store URL); an unreadable one is a reject, not a crash."""
     if path is None:
         return None
     try:
-        return Path(path).read_bytes()
-    except OSError as e:
-        raise RejectError(f"cannot read {path}: {e.strerror}") from None
+        return read_url(path)
+    except StoreUnavailableError:
+        raise  # the store itself is down: stop rather than reject every source
+    except StoreError as e:
+        raise RejectError(str(e)) from None
 
 
 def _load_scene(source: Source, ctx: _Context) -> tuple[Scene, str | None, dict[str, Any]]:

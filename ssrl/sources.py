@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
+import posixpath
 import re
 import string
 from collections import defaultdict
@@ -177,13 +178,72 @@ class _Listing:
         self._names: dict[str, frozenset[str]] = {}
 
     def exists(self, path: str) -> bool:
-        folder, name = os.path.split(path)
+        folder, name = _split(path)
         if folder not in self._names:
-            try:
-                self._names[folder] = frozenset(os.listdir(folder))
-            except OSError:
-                self._names[folder] = frozenset()
-        return name in self._names[folder] and os.path.isfile(path)
+            self._names[folder] = _list_names(folder)
+        return name in self._names[folder] and (_is_url(path) or os.path.isfile(path))
+
+
+# --------------------------------------------------------------------------------------------- store URLs
+# Inputs may be store URLs (s3://bucket/prefix): candidates are then full object URLs, listed once per
+# folder through ``ssrl.store``, and paired with the same rules as local files.
+
+
+def _is_url(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
+
+
+def _url_parts(url: str) -> tuple[str, str]:
+    """("s3://bucket", "a/b/c.png")."""
+    scheme, rest = url.split("://", 1)
+    bucket, _, key = rest.partition("/")
+    return f"{scheme}://{bucket}", key
+
+
+def _split(path: str) -> tuple[str, str]:
+    if _is_url(path):
+        root, key = _url_parts(path)
+        folder, name = posixpath.split(key)
+        return f"{root}/{folder}".rstrip("/"), name
+    return os.path.split(path)
+
+
+def _join_norm(folder: str, rel: str) -> str:
+    if _is_url(folder):
+        root, key = _url_parts(folder)
+        joined = posixpath.normpath(posixpath.join("/", key, rel)).lstrip("/")
+        return f"{root}/{joined}"
+    return os.path.normpath(os.path.join(folder, rel))
+
+
+def _list_names(folder: str) -> frozenset[str]:
+    if not _is_url(folder):
+        try:
+            return frozenset(os.listdir(folder))
+        except OSError:
+            return frozenset()
+    from ssrl.store import open_store
+
+    keys = open_store(folder).list()
+    return frozenset(k for k in keys if "/" not in k)
+
+
+def _expand_url(raw: str, index: int, exts: tuple[str, ...], problems: list[str]) -> list[_Candidate]:
+    from ssrl.errors import StoreError
+    from ssrl.store import open_store
+
+    try:
+        store = open_store(raw)
+        keys = store.list()
+    except StoreError as e:
+        problems.append(f"input {raw!r}: {e}")
+        return []
+    base = raw.rstrip("/")
+    found = [_Candidate(f"{base}/{k}", k, index) for k in keys
+             if _is_image(k, exts) and not any(p.startswith(".") for p in k.split("/"))]
+    if not found:
+        problems.append(f"input {raw!r} (store prefix) contains no image files ({', '.join(exts)})")
+    return found
 
 
 def discover(inputs: list[str], rules: Sequence[PairingRule] = DEFAULT_RULES, *,
@@ -213,15 +273,15 @@ def discover(inputs: list[str], rules: Sequence[PairingRule] = DEFAULT_RULES, *,
 
 
 def _pair(cand: _Candidate, rules: Sequence[PairingRule], listing: _Listing) -> tuple[str | None, str | None]:
-    folder = os.path.dirname(cand.path)
+    folder = _split(cand.path)[0]
     for rule in rules:
         filled = rule.fill(cand.rel)
         if filled is None:
             continue
-        depth = os.path.normpath(os.path.join(folder, filled[0]))
+        depth = _join_norm(folder, filled[0])
         if depth == cand.path or not listing.exists(depth):
             continue
-        mask = os.path.normpath(os.path.join(folder, filled[1])) if filled[1] else None
+        mask = _join_norm(folder, filled[1]) if filled[1] else None
         return depth, (mask if mask and mask != cand.path and listing.exists(mask) else None)
     return None, None
 
@@ -256,6 +316,10 @@ def _rel(path: str, root: str) -> str:
 
 
 def _expand(raw: str, index: int, exts: tuple[str, ...], problems: list[str]) -> list[_Candidate]:
+    if _is_url(raw):
+        return _expand_url(raw, index, exts, problems)
+    if raw.startswith("file://"):
+        raw = raw[len("file://"):]
     path = os.path.abspath(os.path.expanduser(raw))
     if os.path.isdir(path):
         found = [_Candidate(p, _rel(p, path), index) for p in _walk(path, exts)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import functools
 import hashlib
 import os
 import shutil
@@ -20,7 +21,7 @@ from urllib.parse import urlparse
 
 from ssrl.errors import StoreError
 
-__all__ = ["LocalStore", "Store", "check_key", "open_store", "register_backend", "sha256_file"]
+__all__ = ["LocalStore", "Store", "check_key", "open_store", "read_url", "register_backend", "sha256_file"]
 
 
 def check_key(key: str) -> str:
@@ -70,6 +71,17 @@ class Store(abc.ABC):
         """Upload a local file, streamed, atomically."""
         with self.open_write(key) as f, open(local, "rb") as src:
             shutil.copyfileobj(src, f, 1 << 20)
+
+    def get_file(self, key: str, local: str | Path) -> None:
+        """Download to a local path (written whole, then renamed into place)."""
+        local = Path(local)
+        tmp = local.with_name(f".{local.name}.part")
+        tmp.write_bytes(self.read_bytes(key))
+        os.replace(tmp, local)
+
+    def checksum(self, key: str) -> str | None:
+        """sha256 of the object when the backend knows it cheaply (local: computed; S3: upload metadata)."""
+        return None
 
     @abc.abstractmethod
     def open_write(self, key: str) -> contextlib.AbstractContextManager[BinaryIO]:
@@ -172,6 +184,18 @@ class LocalStore(Store):
     def local_path(self, key: str) -> Path:
         return self._path(key)
 
+    def get_file(self, key: str, local: str | Path) -> None:
+        local = Path(local)
+        tmp = local.with_name(f".{local.name}.part")
+        try:
+            shutil.copyfile(self._path(key), tmp)
+        except FileNotFoundError:
+            raise StoreError(f"{self.object_url(key)} does not exist") from None
+        os.replace(tmp, local)
+
+    def checksum(self, key: str) -> str | None:
+        return sha256_file(self._path(key)) if self.exists(key) else None
+
     def discard_partial(self, key: str) -> None:
         path = self._path(key)
         for tmp in path.parent.glob(f".{path.name}.*.tmp"):
@@ -179,12 +203,36 @@ class LocalStore(Store):
                 tmp.unlink()
 
 
-_BACKENDS: dict[str, Callable[[str], Store]] = {"file": lambda url: LocalStore(urlparse(url).path)}
+def _s3(url: str) -> Store:
+    from ssrl.store_s3 import S3Store  # the minio client is an optional extra: import on first use
+
+    return S3Store(url)
+
+
+_BACKENDS: dict[str, Callable[[str], Store]] = {"file": lambda url: LocalStore(urlparse(url).path), "s3": _s3}
 
 
 def register_backend(scheme: str, factory: Callable[[str], Store]) -> None:
     """Make ``open_store`` understand ``scheme://...`` URLs."""
     _BACKENDS[scheme] = factory
+
+
+@functools.lru_cache(maxsize=32)
+def _root_store(root: str) -> Store:
+    return open_store(root)
+
+
+def read_url(location: str) -> bytes:
+    """Bytes of a local path or an object URL (``s3://bucket/key``); one client per bucket and process."""
+    if "://" not in location or location.startswith("file://"):
+        path = location[len("file://"):] if location.startswith("file://") else location
+        try:
+            return Path(path).read_bytes()
+        except OSError as e:
+            raise StoreError(f"cannot read {path}: {e.strerror}") from None
+    scheme, rest = location.split("://", 1)
+    bucket, _, key = rest.partition("/")
+    return _root_store(f"{scheme}://{bucket}").read_bytes(key)
 
 
 def open_store(url: str | Path) -> Store:

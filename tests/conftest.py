@@ -47,3 +47,29 @@ def reference() -> Path:
     if not REFERENCE.is_dir():
         pytest.skip("shared/data/reference-samples is absent")
     return REFERENCE
+
+
+@pytest.fixture(scope="session", params=["minio", "seaweedfs"])
+def s3_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """A real S3 server (MinIO, then SeaweedFS), shared by the tests of one worker."""
+    from tests.servers import cleanup, start_server
+
+    server = start_server(request.param, tmp_path_factory.mktemp(request.param))
+    yield server
+    cleanup(server)
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh bucket on the server, with the environment a user would set; returns its s3:// URL."""
+    import uuid
+
+    from ssrl.store import _root_store
+
+    bucket = f"t-{uuid.uuid4().hex[:16]}"
+    s3_server.make_bucket(bucket)
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    _root_store.cache_clear()
+    yield f"s3://{bucket}"
+    _root_store.cache_clear()

@@ -1,0 +1,67 @@
+"""Checkpoints in a store: ``<run>/step-<n>/`` committed folders and a ``latest`` pointer.
+
+The pointer moves only after the step's commit record exists, so a crash mid-upload leaves the previous
+checkpoint as the latest; half-written steps are never listed, pulled or resumed from.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ssrl.errors import StoreError
+from ssrl.store import Store
+from ssrl.transfer import COMMIT, commit, pull_tree, read_commit, upload_tree
+
+LATEST = "latest"
+_STEP = re.compile(r"^step-(\d+)/" + re.escape(COMMIT) + "$")
+
+
+def step_prefix(step: int) -> str:
+    return f"step-{step}"
+
+
+def list_steps(run: Store) -> list[int]:
+    """Committed steps of a run, ascending."""
+    return sorted(int(m.group(1)) for key in run.list() if (m := _STEP.match(key)))
+
+
+def latest_step(run: Store) -> int | None:
+    """The step the ``latest`` pointer names, if that step is committed; else the newest committed step."""
+    steps = list_steps(run)
+    if run.exists(LATEST):
+        try:
+            step = int(json.loads(run.read_bytes(LATEST))["step"])
+        except (ValueError, KeyError, TypeError):
+            step = None
+        if step in steps:
+            return step
+    return steps[-1] if steps else None
+
+
+def save_checkpoint(run: Store, step: int, local: str | Path, *, progress: Callable[[int], None] | None = None,
+                    **extra: Any) -> dict[str, Any]:
+    """Upload a checkpoint folder, commit it, then move ``latest`` to it."""
+    prefix = step_prefix(step)
+    files = upload_tree(local, run, prefix, progress=progress)
+    record = commit(run, prefix, files, step=step, **extra)
+    current = latest_step(run)
+    if current is None or step >= current:
+        run.write_bytes(LATEST, json.dumps({"step": step}).encode())
+    return record
+
+
+def pull_checkpoint(run: Store, dest: str | Path, step: int | None = None, *,
+                    progress: Callable[[int], None] | None = None) -> int:
+    """Download a committed step (default: latest) into ``dest``; returns the step."""
+    chosen = latest_step(run) if step is None else step
+    if chosen is None:
+        raise StoreError(f"{run.url} has no committed checkpoint")
+    if read_commit(run, step_prefix(chosen)) is None:
+        raise StoreError(f"{run.object_url(step_prefix(chosen))} is not a committed checkpoint "
+                         f"(committed: {list_steps(run) or 'none'})")
+    pull_tree(run, step_prefix(chosen), dest, progress=progress)
+    return chosen

@@ -1,0 +1,239 @@
+"""S3 backend of ``ssrl.store`` (MinIO, AWS S3, Ceph RGW, SeaweedFS, Garage...), through the ``minio`` client.
+
+Plain S3 semantics only: an object appears when its PUT (or multipart upload) completes, which is what
+makes ``open_write`` atomic. Files stream from disk in parts (memory flat in file size), several parts
+in parallel, and every call is retried with exponential backoff on connection errors and 5xx answers.
+
+Endpoint and credentials come from the environment — the variables a Kubernetes Secret mounts — or from
+a YAML file named by ``SSRL_STORE_CONFIG`` (default ``~/.config/ssrl/store.yaml``); never from the
+command line. The secret never appears in a message, a log line or a ``repr``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, TypeVar
+from urllib.parse import urlparse
+
+import urllib3
+import yaml
+
+from ssrl.errors import StoreError, StoreUnavailableError
+from ssrl.store import Store, check_key, sha256_file
+
+try:
+    from minio import Minio
+    from minio.error import S3Error
+except ImportError as e:  # pragma: no cover - exercised only without the extra
+    raise StoreError("s3:// URLs need the minio client: pip install 'ssrl[s3]'") from e
+
+T = TypeVar("T")
+
+ENV_ENDPOINT = "SSRL_S3_ENDPOINT"
+ENV_ACCESS_KEY = "AWS_ACCESS_KEY_ID"
+ENV_SECRET_KEY = "AWS_SECRET_ACCESS_KEY"
+ENV_SESSION_TOKEN = "AWS_SESSION_TOKEN"
+ENV_REGION = "AWS_REGION"
+ENV_CONFIG = "SSRL_STORE_CONFIG"
+DEFAULT_CONFIG = Path("~/.config/ssrl/store.yaml")
+SHA256_META = "sha256"
+_FATAL_CODES = {"NoSuchBucket", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken",
+                "ExpiredToken"}
+_RETRYABLE_CODES = {"InternalError", "SlowDown", "ServiceUnavailable", "RequestTimeout", "XMinioServerNotInitialized",
+                    "XMinioStorageFull", "OperationAborted"}
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """How to reach the S3 service. ``endpoint`` is a URL such as ``http://127.0.0.1:9000``."""
+
+    endpoint: str
+    access_key: str | None = None
+    secret_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
+    region: str | None = None
+    part_size: int = 16 * 1024 * 1024
+    parallel: int = 4
+    retries: int = 6
+    backoff: float = 0.25
+    timeout: float = 60.0
+
+    @classmethod
+    def load(cls, env: dict[str, str] | None = None) -> S3Settings:
+        """Environment first, then the config file; a clear error naming the variables when nothing is set."""
+        env = dict(os.environ) if env is None else env
+        path = Path(env.get(ENV_CONFIG, str(DEFAULT_CONFIG))).expanduser()
+        file: dict[str, Any] = {}
+        if path.is_file():
+            try:
+                file = yaml.safe_load(path.read_text()) or {}
+            except (OSError, yaml.YAMLError) as e:
+                raise StoreError(f"store config {path} cannot be read: {type(e).__name__}") from None
+            if not isinstance(file, dict):
+                raise StoreError(f"store config {path} must be a mapping (endpoint, access_key, secret_key, ...)")
+        endpoint = env.get(ENV_ENDPOINT) or file.get("endpoint")
+        if not endpoint:
+            raise StoreError(f"no S3 endpoint: set {ENV_ENDPOINT} (e.g. http://minio:9000) or 'endpoint' in {path}")
+        extra = {k: file[k] for k in ("part_size", "parallel", "retries", "backoff", "timeout") if k in file}
+        return cls(
+            endpoint=str(endpoint),
+            access_key=env.get(ENV_ACCESS_KEY) or file.get("access_key"),
+            secret_key=env.get(ENV_SECRET_KEY) or file.get("secret_key"),
+            session_token=env.get(ENV_SESSION_TOKEN) or file.get("session_token"),
+            region=env.get(ENV_REGION) or file.get("region"),
+            **extra,
+        )
+
+    def client(self) -> Minio:
+        parsed = urlparse(self.endpoint if "://" in self.endpoint else f"https://{self.endpoint}")
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise StoreError(f"{ENV_ENDPOINT} must look like http(s)://host:port, got {self.endpoint!r}")
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=min(10.0, self.timeout), read=self.timeout),
+            maxsize=max(10, self.parallel * 2),
+            retries=urllib3.Retry(total=0, connect=0, read=0, redirect=3, raise_on_status=False),
+        )
+        return Minio(parsed.netloc, access_key=self.access_key, secret_key=self.secret_key,
+                     session_token=self.session_token, secure=parsed.scheme == "https", region=self.region,
+                     http_client=http)
+
+
+def parse_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/a/b`` -> ("bucket", "a/b")."""
+    parsed = urlparse(url)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise StoreError(f"not an s3:// URL: {url!r} (expected s3://bucket/prefix)")
+    prefix = parsed.path.strip("/")
+    if prefix:
+        check_key(prefix)
+    return parsed.netloc, prefix
+
+
+class S3Store(Store):
+    """A bucket and prefix. Keys are relative to the prefix; messages name ``s3://bucket/prefix/key``."""
+
+    def __init__(self, url: str, settings: S3Settings | None = None, client: Minio | None = None):
+        self.bucket, self.prefix = parse_url(url)
+        self.url = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+        self.settings = settings or S3Settings.load()
+        self.client = client or self.settings.client()
+
+    def __repr__(self) -> str:
+        return f"S3Store({self.url!r}, endpoint={self.settings.endpoint!r})"
+
+    # ---------------------------------------------------------------------------------------- plumbing
+    def _key(self, key: str) -> str:
+        check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _call(self, what: str, key: str, fn: Callable[[], T]) -> T:
+        """Run one S3 call with retries; translate every failure into a StoreError naming the object."""
+        where = self.object_url(key) if key else self.url
+        delay = self.settings.backoff
+        for attempt in range(self.settings.retries + 1):
+            try:
+                return fn()
+            except S3Error as e:
+                retry = e.code in _RETRYABLE_CODES or (e.response is not None and e.response.status >= 500)
+                if not retry or attempt == self.settings.retries:
+                    fatal = e.code in _FATAL_CODES
+                    raise (StoreUnavailableError if fatal else StoreError)(self._explain(e, what, where)) from None
+            except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as e:
+                if attempt == self.settings.retries:
+                    raise StoreUnavailableError(
+                        f"cannot {what} {where}: S3 endpoint {self.settings.endpoint} unreachable after "
+                        f"{attempt + 1} attempts ({type(e).__name__})") from None
+            time.sleep(min(delay, 8.0))
+            delay *= 2
+        raise AssertionError("unreachable")
+
+    def _explain(self, e: S3Error, what: str, where: str) -> str:
+        if e.code in ("NoSuchKey", "NoSuchObject"):
+            return f"{where} does not exist"
+        if e.code == "NoSuchBucket":
+            return (f"bucket {self.bucket!r} does not exist at {self.settings.endpoint} "
+                    f"(create it: ssrl store mb s3://{self.bucket})")
+        if e.code in _FATAL_CODES:
+            return (f"cannot {what} {where}: access denied by {self.settings.endpoint} ({e.code}); check "
+                    f"{ENV_ACCESS_KEY} / {ENV_SECRET_KEY} (or the store config file)")
+        return f"cannot {what} {where}: {e.code}: {e.message}"
+
+    # ---------------------------------------------------------------------------------------- interface
+    def join(self, *keys: str) -> S3Store:
+        sub = "/".join(k.strip("/") for k in keys if k.strip("/"))
+        return S3Store(f"s3://{self.bucket}/{self._key(sub) if sub else self.prefix}", self.settings, self.client)
+
+    def read_bytes(self, key: str) -> bytes:
+        def get() -> bytes:
+            resp = self.client.get_object(self.bucket, self._key(key))
+            try:
+                return resp.read()
+            finally:
+                resp.close()
+                resp.release_conn()
+        return self._call("read", key, get)
+
+    @contextlib.contextmanager
+    def open_write(self, key: str) -> Iterator[BinaryIO]:
+        self._key(key)
+        fd, tmp = tempfile.mkstemp(prefix=".ssrl-upload-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                yield f
+            self.put_file(key, tmp)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+    def put_file(self, key: str, local: str | Path, sha256: str | None = None) -> None:
+        digest = sha256 or sha256_file(local)
+        self._call("write", key, lambda: self.client.fput_object(
+            self.bucket, self._key(key), str(local), metadata={SHA256_META: digest},
+            part_size=self.settings.part_size, num_parallel_uploads=self.settings.parallel))
+
+    def get_file(self, key: str, local: str | Path) -> None:
+        self._call("download", key, lambda: self.client.fget_object(self.bucket, self._key(key), str(local)))
+
+    def exists(self, key: str) -> bool:
+        try:
+            self._stat(key)
+            return True
+        except StoreError as e:
+            if "does not exist" in str(e) and "bucket" not in str(e):
+                return False
+            raise
+
+    def _stat(self, key: str) -> Any:
+        return self._call("stat", key, lambda: self.client.stat_object(self.bucket, self._key(key)))
+
+    def size(self, key: str) -> int:
+        return int(self._stat(key).size)
+
+    def checksum(self, key: str) -> str | None:
+        meta = self._stat(key).metadata or {}
+        return next((v for k, v in meta.items() if k.lower() == f"x-amz-meta-{SHA256_META}"), None)
+
+    def list(self, prefix: str = "") -> list[str]:
+        prefix = prefix.strip("/")
+        full = self._key(prefix) if prefix else self.prefix
+        start = f"{full}/" if full else ""
+        objs = self._call("list", prefix, lambda: list(self.client.list_objects(self.bucket, prefix=start,
+                                                                                recursive=True)))
+        root = f"{self.prefix}/" if self.prefix else ""
+        return sorted(o.object_name[len(root):] for o in objs if not o.is_dir)
+
+    def delete(self, key: str) -> None:
+        self._call("delete", key, lambda: self.client.remove_object(self.bucket, self._key(key)))
+
+    def make_bucket(self) -> bool:
+        """Create the bucket if needed; True when it was created."""
+        if self._call("check bucket", "", lambda: self.client.bucket_exists(self.bucket)):
+            return False
+        self._call("create bucket", "", lambda: self.client.make_bucket(self.bucket))
+        return True

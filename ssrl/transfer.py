@@ -1,0 +1,128 @@
+"""Moving folders in and out of a store as one atomic unit, and pulling them back safely.
+
+A folder becomes visible only through its commit record ``_COMMIT.json``, written after every part:
+``{"files": {relative path: {"size", "sha256"}}, ...}``. Readers ignore folders without one. Pulls verify
+every checksum and refuse any key that would land outside the destination.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ssrl.errors import StoreError
+from ssrl.store import Store, check_key, sha256_file
+
+COMMIT = "_COMMIT.json"
+
+
+def _local_files(root: Path) -> list[tuple[str, Path]]:
+    if not root.is_dir():
+        raise StoreError(f"{root} is not a folder")
+    out = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if not name.startswith("."):
+                path = Path(folder) / name
+                out.append((path.relative_to(root).as_posix(), path))
+    return out
+
+
+def upload_tree(local: str | Path, store: Store, prefix: str = "", *, skip_unchanged: bool = True,
+                workers: int = 4, progress: Callable[[int], None] | None = None) -> dict[str, dict[str, Any]]:
+    """Upload every file under ``local`` to ``prefix/``; returns {relative path: {size, sha256, uploaded}}.
+
+    With ``skip_unchanged`` an object whose recorded sha256 equals the file's is not sent again, so a rerun
+    after a failure only moves what is missing.
+    """
+    files = _local_files(Path(local))
+    base = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+
+    def one(rel: str, path: Path) -> tuple[str, dict[str, Any]]:
+        key = check_key(base + rel)
+        digest = sha256_file(path)
+        size = path.stat().st_size
+        sent = False
+        if not (skip_unchanged and store.exists(key) and store.checksum(key) == digest):
+            store.put_file(key, path, sha256=digest)
+            sent = True
+        if progress:
+            progress(size)
+        return rel, {"size": size, "sha256": digest, "uploaded": sent}
+
+    with cf.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = list(pool.map(lambda item: one(*item), files))
+    return dict(sorted(results))
+
+
+def commit(store: Store, prefix: str, files: dict[str, dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    """Write the commit record last: the folder exists for readers from this moment on."""
+    record = {"files": {rel: {"size": f["size"], "sha256": f["sha256"]} for rel, f in sorted(files.items())},
+              **extra}
+    store.write_bytes(_join(prefix, COMMIT), json.dumps(record, indent=1, sort_keys=True).encode())
+    return record
+
+
+def read_commit(store: Store, prefix: str) -> dict[str, Any] | None:
+    key = _join(prefix, COMMIT)
+    if not store.exists(key):
+        return None
+    try:
+        record = json.loads(store.read_bytes(key))
+    except ValueError:
+        raise StoreError(f"{store.object_url(key)} is not a valid commit record") from None
+    if not isinstance(record, dict) or not isinstance(record.get("files"), dict):
+        raise StoreError(f"{store.object_url(key)} is not a valid commit record")
+    return record
+
+
+def safe_destination(dest: Path, rel: str) -> Path:
+    """Where ``rel`` lands under ``dest``; refuses keys that would escape it (``..``, absolute, links)."""
+    try:
+        check_key(rel)
+    except StoreError:
+        raise StoreError(f"refusing to pull key {rel[:200]!r}: it would land outside {dest}") from None
+    target = (dest / rel).resolve()
+    root = dest.resolve()
+    if root != target and root not in target.parents:
+        raise StoreError(f"refusing to pull key {rel[:200]!r}: it would land outside {dest}")
+    if len(target.name.encode()) > 255:
+        raise StoreError(f"refusing to pull key {rel[:200]!r}: file name longer than 255 bytes")
+    return target
+
+
+def pull_tree(store: Store, prefix: str, dest: str | Path, *, workers: int = 4,
+              progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Download a committed folder to ``dest`` and verify every file; returns its commit record."""
+    record = read_commit(store, prefix)
+    if record is None:
+        raise StoreError(f"{store.object_url(_join(prefix, COMMIT))} does not exist: "
+                         "the folder is not committed (incomplete or still being written)")
+    dest = Path(dest)
+    targets = {rel: safe_destination(dest, rel) for rel in record["files"]}  # all refused before any download
+
+    def one(rel: str) -> None:
+        target, want = targets[rel], record["files"][rel]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.part")
+        store.get_file(_join(prefix, rel), tmp)
+        if tmp.stat().st_size != want["size"] or sha256_file(tmp) != want["sha256"]:
+            tmp.unlink()
+            raise StoreError(f"{store.object_url(_join(prefix, rel))}: checksum differs from its commit record")
+        os.replace(tmp, target)
+        if progress:
+            progress(want["size"])
+
+    with cf.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        list(pool.map(one, sorted(targets)))
+    return record
+
+
+def _join(prefix: str, key: str) -> str:
+    prefix = prefix.strip("/")
+    return f"{prefix}/{key}" if prefix else key
