@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STORE ?= store
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test tools bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -25,8 +25,12 @@ demo: $(VENV)/.installed-core
 	$(BIN)/ssrl verify $(STORE)/tasks/demo
 	$(BIN)/ssrl preview $(STORE)/tasks/demo
 
-## test: lint, then the whole suite (unit, end to end, doctests)
-test: $(VENV)/.installed-dev
+## tools: real servers the tests run against (MinIO, SeaweedFS), built from source once into ~/.cache
+tools:
+	scripts/tools.sh
+
+## test: lint, then the whole suite (unit, end to end, real S3 servers, doctests)
+test: $(VENV)/.installed-dev tools
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -n 2 -q
 

@@ -22,11 +22,18 @@ SMALL = ["--set", "min_pixels=3136", "--set", "max_pixels=50176"]
 
 
 @pytest.fixture
-def minio(tmp_path: Path):
+def minio(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A MinIO of this test's own (it gets killed), with a user's environment pointing at it."""
+    from ssrl.store import _root_store
+
     server = start_server("minio", tmp_path / "minio")
     server.make_bucket("ssrl")
+    for k, v in server.env().items():
+        monkeypatch.setenv(k, v)
+    _root_store.cache_clear()
     yield server
     cleanup(server)
+    _root_store.cache_clear()
 
 
 def client(server: S3Server) -> Minio:
@@ -70,10 +77,7 @@ def test_server_killed_mid_upload_then_rerun_completes(minio: S3Server, tmp_path
         assert hashlib.sha256(store.read_bytes(name)).hexdigest() == want
 
 
-def test_generator_killed_mid_run_resumes_byte_identical(minio: S3Server, synth_dir: Path, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    for k, v in minio.env().items():
-        monkeypatch.setenv(k, v)
+def test_generator_killed_mid_run_resumes_byte_identical(minio: S3Server, synth_dir: Path, tmp_path: Path) -> None:
     args = [sys.executable, "-m", "ssrl", "generate", "-q", "-i", str(synth_dir), "--shard-size", "1", *SMALL]
     subprocess.run([*args, "-o", str(tmp_path / "clean")], check=True, capture_output=True)
     env = {**os.environ, **minio.env()}

@@ -1,0 +1,619 @@
+"""Benchmark of ssrl's S3 storage path against the bare minio client, on a local MinIO server.
+
+Run from the repository root::
+
+    .venv/bin/python bench/bench_store.py            # full run (~5 minutes on 2 cores)
+    .venv/bin/python bench/bench_store.py --quick    # smoke run (~1 minute)
+
+Starts its own MinIO (built by ``scripts/tools.sh minio``) on a free loopback port with a temporary data
+folder, then measures (1) dataset and (2) checkpoint upload/download throughput of ssrl against raw
+``fput_object`` / ``fget_object`` of the same files, and (3) the peak memory of moving one big file. Prints
+tables and writes ``bench/results/store.json`` (git-ignored). See ``bench/README.md`` for what every number
+means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import minio
+import numpy as np
+import psutil
+from minio import Minio
+from minio.deleteobjects import DeleteObject
+
+from ssrl.checkpoints import pull_checkpoint, save_checkpoint
+from ssrl.store import sha256_file
+from ssrl.store_s3 import S3Settings, S3Store
+from ssrl.transfer import commit, pull_tree, upload_tree
+
+ROOT = Path(__file__).resolve().parent
+REPO = ROOT.parent
+RESULTS = ROOT / "results"
+MiB = 1024 * 1024
+BUCKET = "bench"
+ACCESS_KEY = "ssrl-bench-access"
+SECRET_KEY = "ssrl-bench-secret-0123456789"
+GOAL_RATIO = 0.9
+#: ssrl's defaults (S3Settings and upload_tree/pull_tree): the raw client gets the same, so only ssrl differs.
+THREADS = 4
+
+
+# ------------------------------------------------------------------------------------------ settings
+@dataclass(frozen=True)
+class Settings:
+    repeats: int
+    shards: int
+    shard_mib: int
+    checkpoint_mib: dict[str, float]
+    """Checkpoint files and their sizes in MiB (HF-like layout; small files are JSON/text)."""
+    big_mib: tuple[int, ...]
+    big_part_mib: int
+    big_parallel: int
+
+    @classmethod
+    def pick(cls, quick: bool) -> Settings:
+        if quick:
+            ckpt = {"model-00001-of-00002.safetensors": 40, "model-00002-of-00002.safetensors": 20,
+                    "optimizer.pt": 60}
+            return cls(3, 8, 4, {**ckpt, **SMALL_CHECKPOINT_FILES}, (64, 256), 5, 4)
+        ckpt = {"model-00001-of-00002.safetensors": 200, "model-00002-of-00002.safetensors": 100,
+                "optimizer.pt": 300}
+        return cls(3, 32, 8, {**ckpt, **SMALL_CHECKPOINT_FILES}, (256, 1024), 16, 4)
+
+
+#: The small files of a Hugging Face checkpoint folder, with roughly their real sizes (Qwen2.5-VL), in MiB.
+SMALL_CHECKPOINT_FILES: dict[str, float] = {
+    "config.json": 0.005, "generation_config.json": 0.0003, "model.safetensors.index.json": 0.06,
+    "tokenizer.json": 6.7, "tokenizer_config.json": 0.006, "vocab.json": 2.6, "merges.txt": 1.6,
+    "special_tokens_map.json": 0.0006, "chat_template.json": 0.001, "preprocessor_config.json": 0.0006,
+    "scheduler.pt": 0.001, "rng_state.pth": 0.014, "trainer_state.json": 0.02, "training_args.bin": 0.006,
+}
+
+
+# ------------------------------------------------------------------------------------------ machine
+def machine_info() -> dict[str, Any]:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "cpu": model,
+        "cpu_count": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "minio_py": minio.__version__,
+        "platform": platform.platform(),
+        "loadavg_at_start": os.getloadavg(),
+    }
+
+
+def minio_binary() -> Path:
+    """The MinIO server built by ``scripts/tools.sh minio`` (never built from here: that takes many minutes)."""
+    out = subprocess.run([str(REPO / "scripts" / "tools.sh"), "--path"], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    for folder in out.split(":"):
+        if (Path(folder) / "minio").is_file():
+            return Path(folder) / "minio"
+    raise SystemExit("the MinIO server is not built: run scripts/tools.sh minio (several minutes, once)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class MinioServer:
+    """A MinIO server on free loopback ports with its own credentials and data folder."""
+
+    binary: Path
+    data: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self, config: Path | None = None) -> dict[str, str]:
+        """What a user sets to reach it; ``config`` names a store YAML (a missing one: ssrl's defaults)."""
+        return {"SSRL_S3_ENDPOINT": self.endpoint, "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+                "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+                "SSRL_STORE_CONFIG": str(config or self.data / "no-config.yaml")}
+
+    def client(self) -> Minio:
+        """A plain minio client with its default HTTP pool: the 'raw' side of every comparison."""
+        return Minio(f"127.0.0.1:{self.port}", ACCESS_KEY, SECRET_KEY, secure=False)
+
+    def version(self) -> str:
+        out = subprocess.run([str(self.binary), "--version"], capture_output=True, text=True, check=False)
+        return " ".join(out.stdout.split()[:3]) or "unknown"
+
+    def start(self, timeout: float = 60.0) -> None:
+        (self.data / "disk").mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, MINIO_ROOT_USER=ACCESS_KEY, MINIO_ROOT_PASSWORD=SECRET_KEY, MINIO_BROWSER="off",
+                   MINIO_UPDATE="off")
+        cmd = [str(self.binary), "server", str(self.data / "disk"), "--address", f"127.0.0.1:{self.port}",
+               "--console-address", f"127.0.0.1:{free_port()}", "--quiet"]
+        log = self.data / "minio.log"
+        self.proc = subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"minio exited: {log.read_text()[-2000:]}")
+            try:
+                urllib.request.urlopen(f"{self.endpoint}/minio/health/ready", timeout=1).close()
+                self.client().list_buckets()
+                return
+            except Exception:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"minio not ready after {timeout} s: {log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+@dataclass
+class Context:
+    """Everything a measurement needs: the server, both clients, the scratch folder and the settings."""
+
+    server: MinioServer
+    raw: Minio
+    store: S3Store
+    scratch: Path
+    settings: Settings
+
+    def clear(self, prefix: str) -> None:
+        """Delete every object under ``prefix/`` (untimed housekeeping between repetitions)."""
+        names = [DeleteObject(o.object_name) for o in self.raw.list_objects(BUCKET, f"{prefix}/", recursive=True)]
+        for error in self.raw.remove_objects(BUCKET, names):
+            raise RuntimeError(f"cannot delete {error.name}: {error.message}")
+
+
+# ------------------------------------------------------------------------------------------ inputs
+def write_random(path: Path, size: int, rng: np.random.Generator) -> None:
+    """``size`` random bytes (incompressible, like parquet/safetensors payloads), written in 16 MiB chunks."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:
+        left = size
+        while left:
+            n = min(left, 16 * MiB)
+            f.write(rng.bytes(n))
+            left -= n
+
+
+def make_dataset(folder: Path, settings: Settings) -> Path:
+    rng = np.random.default_rng(1)
+    for i in range(settings.shards):
+        write_random(folder / f"shard-{i:05d}.parquet", settings.shard_mib * MiB, rng)
+    (folder / "manifest.json").write_text(json.dumps({"shards": settings.shards, "note": "benchmark"}))
+    return folder
+
+
+def make_checkpoint(folder: Path, settings: Settings) -> Path:
+    rng = np.random.default_rng(2)
+    for name, mib in settings.checkpoint_mib.items():
+        size = max(1, int(mib * MiB))
+        if name.endswith((".json", ".txt")):  # text-like files: JSON of the right size
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            body = json.dumps({"name": name, "pad": "x" * max(0, size - 40)})
+            (folder / name).write_text(body[:size - 1] + "}" if len(body) > size else body)
+        else:
+            write_random(folder / name, size, rng)
+    return folder
+
+
+def local_files(folder: Path) -> list[tuple[str, Path]]:
+    return sorted((p.relative_to(folder).as_posix(), p) for p in folder.rglob("*") if p.is_file())
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for _, p in local_files(folder))
+
+
+# ------------------------------------------------------------------------------------------ timing
+@dataclass
+class Run:
+    wall_s: float
+    client_cpu_s: float
+    """CPU time of this (client) process: user + system, all threads."""
+    server_cpu_s: float
+    """CPU time of the MinIO server process meanwhile."""
+
+
+def timed(fn: Callable[[], object], server: psutil.Process) -> Run:
+    c0, s0 = os.times(), server.cpu_times()
+    t0 = time.perf_counter()
+    fn()
+    wall = time.perf_counter() - t0
+    c1, s1 = os.times(), server.cpu_times()
+    return Run(wall, c1.user - c0.user + c1.system - c0.system, s1.user - s0.user + s1.system - s0.system)
+
+
+def compare(variants: dict[str, Callable[[str], object]], ctx: Context, what: str,
+            cleanup: Callable[[str], None]) -> dict[str, list[Run]]:
+    """Run every variant ``repeats`` times, each on a fresh target named ``<variant>-<rep>``.
+
+    The order of the variants rotates from one repetition to the next, so none always runs first (on a cold
+    server) or last; ``cleanup(target)`` runs untimed after each run.
+    """
+    names = list(variants)
+    runs: dict[str, list[Run]] = {name: [] for name in names}
+    server = psutil.Process(ctx.server.proc.pid if ctx.server.proc else 0)
+    for rep in range(ctx.settings.repeats):
+        for name in names[rep % len(names):] + names[:rep % len(names)]:
+            target = f"{name.replace(' ', '_').replace(',', '')}-{rep}"
+            runs[name].append(timed(lambda name=name, target=target: variants[name](target), server))
+            cleanup(target)
+        print(f"  {what} repetition {rep + 1}/{ctx.settings.repeats}: "
+              + ", ".join(f"{n} {runs[n][-1].wall_s:.2f} s" for n in names), flush=True)
+    return runs
+
+
+def summarize(runs: list[Run], size: int) -> dict[str, Any]:
+    wall = sum(r.wall_s for r in runs)
+    median = statistics.median(r.wall_s for r in runs)
+    return {
+        "times_s": [round(r.wall_s, 4) for r in runs],
+        "median_s": median,
+        "mib_s": size / MiB / median,
+        "client_cpu_s": statistics.median(r.client_cpu_s for r in runs),
+        "server_cpu_s": statistics.median(r.server_cpu_s for r in runs),
+        "client_cores": sum(r.client_cpu_s for r in runs) / wall,
+        "server_cores": sum(r.server_cpu_s for r in runs) / wall,
+    }
+
+
+# ------------------------------------------------------------------------------------------ 0. floors
+def bench_hash(files: list[Path], repeats: int) -> dict[str, float]:
+    """sha256 throughput: hashlib on an in-memory buffer, and ssrl's ``sha256_file`` on page-cached files."""
+    buf = np.random.default_rng(3).bytes(64 * MiB)
+    mem = [timed_s(lambda: hashlib.sha256(buf).digest()) for _ in range(repeats)]
+    total = sum(p.stat().st_size for p in files)
+    for p in files:  # make sure they are in the page cache
+        sha256_file(p)
+    disk = [timed_s(lambda: [sha256_file(p) for p in files]) for _ in range(repeats)]
+    return {"hashlib_mib_s": 64 / statistics.median(mem), "sha256_file_mib_s": total / MiB / statistics.median(disk)}
+
+
+def bench_disk(scratch: Path, size: int) -> dict[str, float]:
+    """Local disk: write ``size`` bytes and fsync (what a server must do to keep an object), then delete."""
+    path = scratch / "disk-probe.bin"
+    data = np.random.default_rng(4).bytes(16 * MiB)
+
+    def write() -> None:
+        with path.open("wb") as f:
+            for _ in range(size // len(data)):
+                f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+    t = timed_s(write)
+    path.unlink()
+    return {"write_fsync_mib_s": size / MiB / t}
+
+
+def timed_s(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+# ------------------------------------------------------------------------------------------ 1./2. folders
+def raw_upload(client: Minio, files: list[tuple[str, Path]], prefix: str, settings: S3Settings,
+               threads: int) -> None:
+    """Raw ``fput_object`` of every file, with ssrl's part size and per-file part parallelism."""
+    def one(item: tuple[str, Path]) -> None:
+        client.fput_object(BUCKET, f"{prefix}/{item[0]}", str(item[1]), part_size=settings.part_size,
+                           num_parallel_uploads=settings.parallel)
+
+    if threads == 1:
+        for item in files:
+            one(item)
+    else:
+        with cf.ThreadPoolExecutor(max_workers=threads) as pool:
+            list(pool.map(one, files))
+
+
+def raw_download(client: Minio, keys: list[str], prefix: str, dest: Path, threads: int) -> None:
+    """Raw ``fget_object`` of every key under ``prefix/`` into ``dest``."""
+    def one(rel: str) -> None:
+        client.fget_object(BUCKET, f"{prefix}/{rel}", str(dest / rel))
+
+    if threads == 1:
+        for rel in keys:
+            one(rel)
+    else:
+        with cf.ThreadPoolExecutor(max_workers=threads) as pool:
+            list(pool.map(one, keys))
+
+
+def bench_folder(kind: str, folder: Path, ctx: Context) -> dict[str, Any]:
+    """Upload and download ``folder`` with ssrl and with the raw client; MiB/s of each and their ratios.
+
+    ``kind`` "dataset": ``upload_tree`` + ``commit`` / ``pull_tree``. ``kind`` "checkpoint":
+    ``save_checkpoint`` / ``pull_checkpoint``. Every upload goes to a fresh prefix, so nothing is skipped.
+    """
+    files = local_files(folder)
+    size = folder_bytes(folder)
+    store, raw, s3 = ctx.store, ctx.raw, ctx.store.settings
+    up_root, down_root = f"{kind}-up", ctx.scratch / f"{kind}-down"
+    source = f"{kind}-source"  # one committed copy, made by ssrl; raw downloads read the same objects
+    data_prefix = f"{source}/step-1" if kind == "checkpoint" else source
+
+    def ssrl_upload(prefix: str) -> None:
+        if kind == "dataset":
+            commit(store, prefix, upload_tree(folder, store, prefix))
+        else:
+            save_checkpoint(store.join(prefix), 1, folder)
+
+    def ssrl_download(target: str) -> None:
+        if kind == "dataset":
+            pull_tree(store, source, down_root / target)
+        else:
+            pull_checkpoint(store.join(source), down_root / target)
+
+    ssrl_upload(source)  # also the warm-up: connections, server caches
+    keys = [rel for rel, _ in files]
+    raw_download(raw, keys, data_prefix, down_root / "warm-up", THREADS)
+    shutil.rmtree(down_root / "warm-up")
+
+    print(f"{kind}: {len(files)} files, {size / MiB:.0f} MiB", flush=True)
+    uploads = compare({
+        "ssrl": lambda t: ssrl_upload(f"{up_root}/{t}"),
+        "raw 4 threads": lambda t: raw_upload(raw, files, f"{up_root}/{t}", s3, THREADS),
+        "raw sequential": lambda t: raw_upload(raw, files, f"{up_root}/{t}", s3, 1),
+    }, ctx, f"{kind} upload", lambda t: ctx.clear(f"{up_root}/{t}"))
+    downloads = compare({
+        "ssrl": ssrl_download,
+        "raw 4 threads": lambda t: raw_download(raw, keys, data_prefix, down_root / t, THREADS),
+        "raw sequential": lambda t: raw_download(raw, keys, data_prefix, down_root / t, 1),
+    }, ctx, f"{kind} download", lambda t: shutil.rmtree(down_root / t))
+    ctx.clear(source)
+
+    out: dict[str, Any] = {"files": len(files), "bytes": size, "mib": size / MiB}
+    for direction, runs in (("upload", uploads), ("download", downloads)):
+        res = {name: summarize(r, size) for name, r in runs.items()}
+        res["ratio_vs_raw_4_threads"] = res["ssrl"]["mib_s"] / res["raw 4 threads"]["mib_s"]
+        res["ratio_vs_raw_sequential"] = res["ssrl"]["mib_s"] / res["raw sequential"]["mib_s"]
+        out[direction] = res
+    return out
+
+
+# ------------------------------------------------------------------------------------------ 3. memory
+def vm_kib(field_name: str) -> int:
+    """A field of /proc/self/status in KiB: VmRSS now, VmHWM the peak so far (true for this process only)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field_name}:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field_name} not in /proc/self/status")
+
+
+def child_move(mode: str, url: str, key: str, path: str) -> dict[str, Any]:
+    """Body of a fresh process: one ``put_file``/``get_file`` (or the raw client's fput/fget) of one file.
+
+    Settings (part size, parallel) come from the environment and the YAML named by SSRL_STORE_CONFIG, as a
+    user's would.
+    """
+    store = S3Store(url)
+    s3 = store.settings
+    raw = Minio(s3.endpoint.split("://", 1)[1], s3.access_key, s3.secret_key, secure=False)
+    base, hwm_before = vm_kib("VmRSS"), vm_kib("VmHWM")
+    t0 = time.perf_counter()
+    if mode == "ssrl-put":
+        store.put_file(key, path)
+    elif mode == "ssrl-get":
+        store.get_file(key, path)
+    elif mode == "raw-put":
+        raw.fput_object(store.bucket, f"{store.prefix}/{key}", path, part_size=s3.part_size,
+                        num_parallel_uploads=s3.parallel)
+    elif mode == "raw-get":
+        raw.fget_object(store.bucket, f"{store.prefix}/{key}", path)
+    else:
+        raise SystemExit(f"unknown child mode {mode}")
+    wall = time.perf_counter() - t0
+    peak = vm_kib("VmHWM")
+    return {"mode": mode, "wall_s": wall, "rss_after_import_mib": base / 1024,
+            "hwm_before_mib": hwm_before / 1024, "peak_mib": peak / 1024, "extra_mib": (peak - base) / 1024}
+
+
+def spawn_child(env: dict[str, str], *args: str) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--child", *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=dict(os.environ, **env))
+    if done.returncode != 0:
+        raise RuntimeError(f"child {args} failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def bench_memory(ctx: Context) -> list[dict[str, Any]]:
+    """Peak RSS above the post-import RSS of one put/get of a big file, one fresh process each."""
+    s = ctx.settings
+    config = ctx.scratch / "store.yaml"  # part size / parallel through the documented config file
+    config.write_text(f"part_size: {s.big_part_mib * MiB}\nparallel: {s.big_parallel}\n")
+    env = ctx.server.env(config)
+    rng = np.random.default_rng(5)
+    results = []
+    for mib in s.big_mib:
+        src, got = ctx.scratch / f"big-{mib}.bin", ctx.scratch / f"big-{mib}.got"
+        write_random(src, mib * MiB, rng)
+        for side in ("ssrl", "raw"):
+            key = f"{side}-{mib}.bin"
+            for op in ("put", "get"):
+                res = spawn_child(env, f"{side}-{op}", f"s3://{BUCKET}/big", key, str(src if op == "put" else got))
+                res.update(file_mib=mib, part_mib=s.big_part_mib, parallel=s.big_parallel,
+                           mib_s=mib / res["wall_s"])
+                results.append(res)
+                print(f"  {side} {op} {mib} MiB: +{res['extra_mib']:.0f} MiB peak, {res['mib_s']:.0f} MiB/s",
+                      flush=True)
+            got.unlink()
+        src.unlink()
+        ctx.clear("big")
+    return results
+
+
+# ------------------------------------------------------------------------------------------ report
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+            for r in rows]
+    return "\n".join(out)
+
+
+def folder_table(res: dict[str, Any], hash_mib_s: float) -> str:
+    rows = []
+    for direction in ("upload", "download"):
+        d = res[direction]
+        for name in ("ssrl", "raw 4 threads", "raw sequential"):
+            v = d[name]
+            ratio = "" if name == "ssrl" else f"{d['ssrl']['mib_s'] / v['mib_s']:.2f}"
+            if name == "raw 4 threads" and d["ssrl"]["mib_s"] / v["mib_s"] < GOAL_RATIO:
+                ratio += " *"
+            rows.append([direction, name, f"{v['median_s']:.2f}", f"{v['mib_s']:.0f}", ratio,
+                         f"{v['client_cpu_s']:.2f}", f"{v['server_cpu_s']:.2f}",
+                         f"{v['client_cores'] + v['server_cores']:.2f}"])
+    hash_s = res["mib"] / hash_mib_s
+    gaps = []
+    for direction in ("upload", "download"):
+        d = res[direction]
+        gap = d["ssrl"]["median_s"] - d["raw 4 threads"]["median_s"]
+        extra_cpu = d["ssrl"]["client_cpu_s"] - d["raw 4 threads"]["client_cpu_s"]
+        gaps.append(f"{direction}: ssrl - raw 4 threads = {gap:+.2f} s wall, {extra_cpu:+.2f} s client CPU; one "
+                    f"sha256 pass over {res['mib']:.0f} MiB = {hash_s:.2f} s CPU")
+    return (table(["direction", "client", "median s", "MiB/s", "ssrl/this", "client CPU s", "server CPU s",
+                   "cores used"], rows) + "\n" + "\n".join(gaps))
+
+
+def report(res: dict[str, Any]) -> str:
+    m, s = res["machine"], res["settings"]
+    h = res["hash"]
+    parts = [
+        f"Machine: {m['cpu']}, {m['cpu_count']} cores (shared by client and MinIO server), {m['memory_gib']} GiB; "
+        f"Python {m['python']}, minio-py {m['minio_py']}; {res['minio_version']}; data on the local disk; "
+        f"{m['date']}",
+        f"sha256: hashlib {h['hashlib_mib_s']:.0f} MiB/s in memory, ssrl sha256_file {h['sha256_file_mib_s']:.0f} "
+        f"MiB/s on page-cached files; local disk write+fsync {res['disk']['write_fsync_mib_s']:.0f} MiB/s",
+        f"ssrl settings: part_size {res['part_size'] / MiB:.0f} MiB, parallel {res['parallel']} parts per file, "
+        f"{THREADS} files at a time; raw uses the same part size and parallel parts. "
+        f"Median of {s['repeats']} runs; * = ssrl below {GOAL_RATIO} of raw 4 threads.",
+    ]
+    hash_rate = h["sha256_file_mib_s"]
+    d = res["dataset"]
+    parts.append(f"1. Dataset: {d['files']} files, {d['mib']:.0f} MiB (upload_tree + commit / pull_tree)\n"
+                 + folder_table(d, hash_rate))
+    c = res["checkpoint"]
+    parts.append(f"2. Checkpoint: {c['files']} files, {c['mib']:.0f} MiB (save_checkpoint / pull_checkpoint)\n"
+                 + folder_table(c, hash_rate))
+    rows = [[r["mode"], str(r["file_mib"]), f"{r['part_mib']} x {r['parallel']}", f"{r['rss_after_import_mib']:.0f}",
+             f"{r['peak_mib']:.0f}", f"{r['extra_mib']:.0f}", f"{r['mib_s']:.0f}"] for r in res["memory"]]
+    parts.append("3. Peak RSS moving one big file (fresh process each; extra = VmHWM - VmRSS after import)\n"
+                 + table(["mode", "file MiB", "part MiB x parallel", "after import MiB", "peak MiB", "extra MiB",
+                          "MiB/s (1 run)"], rows))
+    return "\n\n".join(parts)
+
+
+# ------------------------------------------------------------------------------------------ main
+def needed_disk(settings: Settings) -> int:
+    """Bytes of scratch space at the peak: local inputs, the server's copies, downloads (with margin)."""
+    dataset = settings.shards * settings.shard_mib * MiB
+    ckpt = int(sum(settings.checkpoint_mib.values()) * MiB)
+    return 4 * max(dataset, ckpt) + dataset + ckpt + 3 * max(settings.big_mib) * MiB
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller files (smoke test)")
+    parser.add_argument("--output", type=Path, default=RESULTS / "store.json")
+    parser.add_argument("--scratch", type=Path, default=None, help="parent of the temporary folder (default: /tmp)")
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)  # helper mode: mode url key path
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child_move(*args.child)))
+        return 0
+
+    settings = Settings.pick(args.quick)
+    binary = minio_binary()
+    scratch = Path(tempfile.mkdtemp(prefix="ssrl-bench-store-", dir=args.scratch))
+    free = shutil.disk_usage(scratch).free
+    if free < needed_disk(settings):
+        shutil.rmtree(scratch)
+        raise SystemExit(f"need {needed_disk(settings) / 2**30:.1f} GiB free in {scratch.parent}, have "
+                         f"{free / 2**30:.1f} GiB (use --scratch)")
+    started = time.perf_counter()
+    server = MinioServer(binary, scratch / "minio")
+    try:
+        server.start()
+        os.environ.update(server.env())  # S3Store(url) reads the endpoint and credentials like a user's would
+        ctx = Context(server, server.client(), S3Store(f"s3://{BUCKET}"), scratch, settings)
+        ctx.store.make_bucket()
+        res: dict[str, Any] = {"machine": machine_info(), "minio_version": server.version(), "quick": args.quick,
+                               "settings": asdict(settings), "part_size": ctx.store.settings.part_size,
+                               "parallel": ctx.store.settings.parallel, "threads": THREADS}
+        m = res["machine"]
+        print(f"{m['cpu']}, {m['cpu_count']} cores; {res['minio_version']}; scratch {scratch}", flush=True)
+        if m["loadavg_at_start"][0] > 0.5 * (m["cpu_count"] or 1):
+            print(f"warning: load average {m['loadavg_at_start'][0]:.2f} before starting; timings may be noisy")
+
+        dataset = make_dataset(scratch / "dataset", settings)
+        checkpoint = make_checkpoint(scratch / "checkpoint", settings)
+        res["hash"] = bench_hash([p for _, p in local_files(dataset)], settings.repeats)
+        res["disk"] = bench_disk(scratch, settings.shards * settings.shard_mib * MiB)
+        print(f"sha256 {res['hash']['sha256_file_mib_s']:.0f} MiB/s (files), disk write+fsync "
+              f"{res['disk']['write_fsync_mib_s']:.0f} MiB/s", flush=True)
+        res["dataset"] = bench_folder("dataset", dataset, ctx)
+        shutil.rmtree(dataset)
+        res["checkpoint"] = bench_folder("checkpoint", checkpoint, ctx)
+        shutil.rmtree(checkpoint)
+        print("3. peak RSS", flush=True)
+        res["memory"] = bench_memory(ctx)
+    finally:
+        server.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+    res["elapsed_s"] = time.perf_counter() - started
+    res["loadavg_at_end"] = os.getloadavg()
+
+    print()
+    print(report(res))
+    print(f"\nTotal {res['elapsed_s']:.0f} s; results in {args.output}")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(res, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
