@@ -253,15 +253,25 @@ class Run:
     """CPU time of this (client) process: user + system, all threads."""
     server_cpu_s: float
     """CPU time of the MinIO server process meanwhile."""
+    others_cpu_s: float
+    """CPU time the rest of the machine used meanwhile (other processes, kernel threads, hypervisor steal)."""
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has been busy (all cores, including time stolen by a hypervisor)."""
+    t = psutil.cpu_times()
+    return sum(getattr(t, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq", "steal"))
 
 
 def timed(fn: Callable[[], object], server: psutil.Process) -> Run:
-    c0, s0 = os.times(), server.cpu_times()
+    c0, s0, b0 = os.times(), server.cpu_times(), machine_busy_s()
     t0 = time.perf_counter()
     fn()
     wall = time.perf_counter() - t0
-    c1, s1 = os.times(), server.cpu_times()
-    return Run(wall, c1.user - c0.user + c1.system - c0.system, s1.user - s0.user + s1.system - s0.system)
+    c1, s1, b1 = os.times(), server.cpu_times(), machine_busy_s()
+    client = c1.user - c0.user + c1.system - c0.system
+    srv = s1.user - s0.user + s1.system - s0.system
+    return Run(wall, client, srv, max(0.0, b1 - b0 - client - srv))
 
 
 def compare(variants: dict[str, Callable[[str], object]], ctx: Context, what: str,
@@ -295,6 +305,7 @@ def summarize(runs: list[Run], size: int) -> dict[str, Any]:
         "server_cpu_s": statistics.median(r.server_cpu_s for r in runs),
         "client_cores": sum(r.client_cpu_s for r in runs) / wall,
         "server_cores": sum(r.server_cpu_s for r in runs) / wall,
+        "others_cores": sum(r.others_cpu_s for r in runs) / wall,
     }
 
 
@@ -506,7 +517,7 @@ def folder_table(res: dict[str, Any], hash_mib_s: float) -> str:
                 ratio += " *"
             rows.append([direction, name, f"{v['median_s']:.2f}", f"{v['mib_s']:.0f}", ratio,
                          f"{v['client_cpu_s']:.2f}", f"{v['server_cpu_s']:.2f}",
-                         f"{v['client_cores'] + v['server_cores']:.2f}"])
+                         f"{v['client_cores']:.2f}", f"{v['server_cores']:.2f}", f"{v['others_cores']:.2f}"])
     hash_s = res["mib"] / hash_mib_s
     gaps = []
     for direction in ("upload", "download"):
@@ -516,7 +527,7 @@ def folder_table(res: dict[str, Any], hash_mib_s: float) -> str:
         gaps.append(f"{direction}: ssrl - raw 4 threads = {gap:+.2f} s wall, {extra_cpu:+.2f} s client CPU; one "
                     f"sha256 pass over {res['mib']:.0f} MiB = {hash_s:.2f} s CPU")
     return (table(["direction", "client", "median s", "MiB/s", "ssrl/this", "client CPU s", "server CPU s",
-                   "cores used"], rows) + "\n" + "\n".join(gaps))
+                   "client cores", "server cores", "others cores"], rows) + "\n" + "\n".join(gaps))
 
 
 def report(res: dict[str, Any]) -> str:

@@ -12,16 +12,18 @@ set -euo pipefail
 # contains that release and its security fix.
 MINIO_MODULE=github.com/minio/minio
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
-# A second, independent S3 implementation, so compatibility is tested, not assumed.
-WEED_MODULE=github.com/seaweedfs/seaweedfs/weed
+# A second, independent S3 implementation, so compatibility is tested, not assumed. Its go.mod has a
+# replace directive, which `go install module@version` refuses; so the pinned module is downloaded and its
+# ./weed package built in place (same sources, same go.sum).
+WEED_MODULE=github.com/seaweedfs/seaweedfs
 WEED_VERSION=v0.0.0-20261109003541-7506e5f91cd6
 
 CACHE=${SSRL_TOOLS_CACHE:-$HOME/.cache/ssrl-tools}
 
 bin_dir() { echo "$CACHE/$1-$2/bin"; }
 
-build() { # name module version binary
-  local name=$1 module=$2 version=$3 binary=$4 dir
+build() { # name module version binary [package-in-module]
+  local name=$1 module=$2 version=$3 binary=$4 package=${5:-} dir
   dir=$(bin_dir "$name" "$version")
   if [ -x "$dir/$binary" ]; then
     echo "$dir"
@@ -33,7 +35,15 @@ build() { # name module version binary
   local tmp="$dir.tmp.$$"
   rm -rf "$tmp" && mkdir -p "$tmp"
   # CGO off: static binaries; -trimpath: reproducible. GOFLAGS cleared so a user's flags do not interfere.
-  if ! GOFLAGS= CGO_ENABLED=0 GOBIN="$tmp" go install -trimpath "$module@$version" >&2; then
+  local ok=1
+  if [ -z "$package" ]; then
+    GOFLAGS= CGO_ENABLED=0 GOBIN="$tmp" go install -trimpath "$module@$version" >&2 || ok=0
+  else
+    local src
+    src=$(GOFLAGS= go mod download -json "$module@$version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+    [ -n "$src" ] && (cd "$src" && GOFLAGS= CGO_ENABLED=0 go build -trimpath -o "$tmp/$binary" "$package" >&2) || ok=0
+  fi
+  if [ "$ok" != 1 ]; then
     rm -rf "$tmp"
     echo "building $name failed" >&2
     exit 1
@@ -43,7 +53,7 @@ build() { # name module version binary
 }
 
 minio() { build minio "$MINIO_MODULE" "$MINIO_VERSION" minio; }
-weed() { build seaweedfs "$WEED_MODULE" "$WEED_VERSION" weed; }
+weed() { build seaweedfs "$WEED_MODULE" "$WEED_VERSION" weed ./weed; }
 
 case "${1:-all}" in
   minio) minio ;;

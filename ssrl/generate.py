@@ -192,11 +192,10 @@ def _load_scene(source: Source, ctx: _Context) -> tuple[Scene, str | None, dict[
     record: dict[str, Any] = {"id": source.id, "sha256": hashlib.sha256(data).hexdigest()}
     image, full_hw = decode_fitted(data, cfg.budget, max_decode_pixels=cfg.max_decode_pixels)
     depth, depth_problem = None, None
-    if not any(module.REQUIRES_DEPTH for module, _ in ctx.tasks.values()):
-        pass
-    elif source.depth is None:
+    needs_depth = any(module.REQUIRES_DEPTH for module, _ in ctx.tasks.values())
+    if needs_depth and source.depth is None:
         depth_problem = "no depth map paired with this image"
-    else:
+    elif needs_depth:
         try:
             depth_data, mask_data = _read(source.depth), _read(source.mask)
             assert depth_data is not None

@@ -101,6 +101,10 @@ class Store(abc.ABC):
         """Keys under ``prefix`` (recursively), sorted, relative to the store's root."""
         ...
 
+    def list_sizes(self, prefix: str = "") -> list[tuple[str, int]]:
+        """(key, size) pairs; backends that get sizes with the listing override this."""
+        return [(k, self.size(k)) for k in self.list(prefix)]
+
     @abc.abstractmethod
     def delete(self, key: str) -> None:
         ...

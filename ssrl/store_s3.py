@@ -220,13 +220,16 @@ class S3Store(Store):
         return next((v for k, v in meta.items() if k.lower() == f"x-amz-meta-{SHA256_META}"), None)
 
     def list(self, prefix: str = "") -> list[str]:
+        return [k for k, _ in self.list_sizes(prefix)]
+
+    def list_sizes(self, prefix: str = "") -> list[tuple[str, int]]:
         prefix = prefix.strip("/")
         full = self._key(prefix) if prefix else self.prefix
         start = f"{full}/" if full else ""
         objs = self._call("list", prefix, lambda: list(self.client.list_objects(self.bucket, prefix=start,
                                                                                 recursive=True)))
         root = f"{self.prefix}/" if self.prefix else ""
-        return sorted(o.object_name[len(root):] for o in objs if not o.is_dir)
+        return sorted((o.object_name[len(root):], int(o.size or 0)) for o in objs if not o.is_dir)
 
     def delete(self, key: str) -> None:
         self._call("delete", key, lambda: self.client.remove_object(self.bucket, self._key(key)))

@@ -44,10 +44,10 @@ def ls(url: str = typer.Argument(..., help="s3://bucket/prefix or a folder.")) -
     from ssrl.store import open_store
 
     store = open_store(url)
-    keys = store.list()
-    for key in keys:
-        out.print(f"{store.size(key):>14,}  {key}", markup=False, highlight=False)
-    console.print(f"{len(keys)} objects under {store.url}")
+    items = store.list_sizes()
+    for key, size in items:
+        out.print(f"{size:>14,}  {key}", markup=False, highlight=False)
+    console.print(f"{len(items)} objects, {sum(s for _, s in items):,} bytes under {store.url}")
 
 
 @store_app.command("mb")
