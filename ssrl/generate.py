@@ -29,7 +29,7 @@ from ssrl.dataset import SHARD_RECORD, ShardWriter, shard_name
 from ssrl.depth import DepthFormat, read_depth
 from ssrl.errors import ConfigError, RejectError, SSRLError, StoreError, StoreUnavailableError
 from ssrl.imageio import ENCODE_FORMATS, PixelBudget, decode_fitted, encode_image, fit_budget, resize_depth
-from ssrl.report import build_manifest
+from ssrl.report import ManifestBuilder
 from ssrl.sources import DEFAULT_RULES, Source, discover, parse_rules
 from ssrl.store import Store, open_store, read_url
 from ssrl.tasks import DEFAULT_TASKS, available_tasks, get_task
@@ -358,13 +358,19 @@ def run(cfg: GenerateConfig, progress: Callable[[int], None] | None = None,
 
 
 def finalize(store: Store, ident: dict[str, Any]) -> dict[str, Any]:
-    """Merge the shard records into rejects.jsonl, sources.jsonl and, last, manifest.json (idempotent)."""
-    records = [json.loads(store.read_bytes(SHARD_RECORD.format(i))) for i in range(ident["shards"])]
-    rejects = b"".join(_json(r).encode() + b"\n" for rec in records for r in rec["rejects"])
-    sources = b"".join(_json(s).encode() + b"\n" for rec in records for s in rec["sources"])
-    store.write_bytes("rejects.jsonl", rejects)
-    store.write_bytes("sources.jsonl", sources)
-    manifest = build_manifest(ident, records, rejects_sha256=hashlib.sha256(rejects).hexdigest(),
-                              sources_sha256=hashlib.sha256(sources).hexdigest())
+    """Stream the shard records into rejects.jsonl, sources.jsonl and, last, manifest.json (idempotent)."""
+    builder = ManifestBuilder()
+    digests = {"rejects": hashlib.sha256(), "sources": hashlib.sha256()}
+    with store.open_write("rejects.jsonl") as rejects, store.open_write("sources.jsonl") as sources:
+        for i in range(ident["shards"]):
+            record = json.loads(store.read_bytes(SHARD_RECORD.format(i)))
+            for name, out in (("rejects", rejects), ("sources", sources)):
+                for item in record[name]:
+                    line = _json(item).encode() + b"\n"
+                    out.write(line)
+                    digests[name].update(line)
+            builder.add(record)
+    manifest = builder.build(ident, rejects_sha256=digests["rejects"].hexdigest(),
+                             sources_sha256=digests["sources"].hexdigest())
     store.write_bytes("manifest.json", json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n")
     return manifest

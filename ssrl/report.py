@@ -26,33 +26,44 @@ def uniformity(answers: dict[str, int], space: int) -> dict[str, Any]:
     return {**out, "chi2": round(chi2, 4), "p_value": round(float(stats.chi2.sf(chi2, space - 1)), 6)}
 
 
-def build_manifest(ident: dict[str, Any], records: list[dict[str, Any]], *, rejects_sha256: str,
-                   sources_sha256: str) -> dict[str, Any]:
-    tasks: dict[str, dict[str, Any]] = {}
-    for rec in records:
-        for task, st in rec["tasks"].items():
-            t = tasks.setdefault(task, {"samples": 0, "answers": Counter(), "space": st["space"]})
+class ManifestBuilder:
+    """Folds shard records into the manifest one at a time: memory holds counts, never the records."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, dict[str, Any]] = {}
+        self.by_task: Counter[str] = Counter()
+        self.by_reason: Counter[str] = Counter()
+        self.shards: list[dict[str, Any]] = []
+        self.rejects = 0
+        self.sources_ok = 0
+
+    def add(self, record: dict[str, Any]) -> None:
+        for task, st in record["tasks"].items():
+            t = self.tasks.setdefault(task, {"samples": 0, "answers": Counter(), "space": st["space"]})
             t["samples"] += st["samples"]
             t["answers"].update(st["answers"])
-    rejects = [r for rec in records for r in rec["rejects"]]
-    by_task = Counter(r["task"] or "(source)" for r in rejects)
-    by_reason = Counter(r["reason"].split(":")[0] if r["task"] is None else f"{r['task']}: {r['reason']}"
-                        for r in rejects)
-    report = {}
-    for task in sorted(set(tasks) | set(ident["config"]["tasks"])):
-        t = tasks.get(task, {"samples": 0, "answers": Counter(), "space": 0})
-        report[task] = {"samples": t["samples"], "rejects": by_task.get(task, 0),
-                        "answers": dict(sorted(t["answers"].items())),
-                        "balance": uniformity(dict(t["answers"]), t["space"])}
-    sources_ok = sum(1 for rec in records for s in rec["sources"] if not s.get("rejected"))
-    return {
-        **ident,
-        "num_samples": sum(t["samples"] for t in report.values()),
-        "tasks": report,
-        "shard_files": [{"file": r["file"], "rows": r["rows"], "bytes": r["bytes"], "sha256": r["sha256"]}
-                        for r in records],
-        "sources_file": {"file": "sources.jsonl", "sha256": sources_sha256, "decoded": sources_ok},
-        "rejects": {"file": "rejects.jsonl", "sha256": rejects_sha256, "count": len(rejects),
-                    "sources_rejected": by_task.get("(source)", 0), "by_task": dict(sorted(by_task.items())),
-                    "by_reason": dict(sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0]))[:50])},
-    }
+        for r in record["rejects"]:
+            self.rejects += 1
+            self.by_task[r["task"] or "(source)"] += 1
+            self.by_reason[r["reason"].split(":")[0] if r["task"] is None else f"{r['task']}: {r['reason']}"] += 1
+        self.sources_ok += sum(1 for s in record["sources"] if not s.get("rejected"))
+        self.shards.append({k: record[k] for k in ("file", "rows", "bytes", "sha256")})
+
+    def build(self, ident: dict[str, Any], *, rejects_sha256: str, sources_sha256: str) -> dict[str, Any]:
+        report = {}
+        for task in sorted(set(self.tasks) | set(ident["config"]["tasks"])):
+            t = self.tasks.get(task, {"samples": 0, "answers": Counter(), "space": 0})
+            report[task] = {"samples": t["samples"], "rejects": self.by_task.get(task, 0),
+                            "answers": dict(sorted(t["answers"].items())),
+                            "balance": uniformity(dict(t["answers"]), t["space"])}
+        return {
+            **ident,
+            "num_samples": sum(t["samples"] for t in report.values()),
+            "tasks": report,
+            "shard_files": self.shards,
+            "sources_file": {"file": "sources.jsonl", "sha256": sources_sha256, "decoded": self.sources_ok},
+            "rejects": {"file": "rejects.jsonl", "sha256": rejects_sha256, "count": self.rejects,
+                        "sources_rejected": self.by_task.get("(source)", 0),
+                        "by_task": dict(sorted(self.by_task.items())),
+                        "by_reason": dict(sorted(self.by_reason.items(), key=lambda kv: (-kv[1], kv[0]))[:50])},
+        }
