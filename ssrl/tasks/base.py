@@ -125,13 +125,22 @@ def format_ok(response: str) -> bool:
     return bool(_FORMAT.match(_WS_AROUND_TAGS.sub(r"\1", response)))
 
 
+def answer_part(response: str) -> str:
+    """The text after the last ``</think>`` (the whole response when there is none): a box written only
+    inside the reasoning is not an answer."""
+    _, sep, tail = response.rpartition("</think>")
+    return tail if sep else response
+
+
 def exact_match(response: str, answer: str) -> float:
     r"""1.0 iff the last boxed answer equals ``answer`` exactly (the paper's rule: no case folding).
 
     >>> exact_match(r"<think>x</think>\boxed{B}", "B"), exact_match(r"\boxed{b}", "B"), exact_match("", "B")
     (1.0, 0.0, 0.0)
+    >>> exact_match(r"<think>it is \boxed{B}</think> so", "B")
+    0.0
     """
-    got = extract_boxed(response)
+    got = extract_boxed(answer_part(response))
     return 1.0 if got is not None and got == answer else 0.0
 
 
