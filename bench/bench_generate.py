@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import datetime as dt
+import hashlib
 import io
 import json
 import os
@@ -154,7 +155,19 @@ def machine_info() -> dict[str, Any]:
         "h5py": h5py.__version__,
         "platform": platform.platform(),
         "loadavg_at_start": os.getloadavg(),
+        "ssrl_sources_sha256": sources_digest(),
     }
+
+
+def sources_digest() -> str:
+    """Digest of the ``ssrl`` package's Python sources: which code the figures belong to."""
+    import ssrl
+
+    package = Path(ssrl.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -504,7 +517,8 @@ def report(res: dict[str, Any]) -> str:
     parts = []
     m = res["machine"]
     parts.append(f"Machine: {m['cpu']}, {m['cpu_count']} cores; Python {m['python']}, numpy {m['numpy']}, "
-                 f"Pillow {m['pillow']}, scipy {m['scipy']}, h5py {m['h5py']}; {m['date']}")
+                 f"Pillow {m['pillow']}, scipy {m['scipy']}, h5py {m['h5py']}; {m['date']}; "
+                 f"ssrl sources {m['ssrl_sources_sha256']}")
     parts.append(f"Inputs: {res['inputs_note']}; settings: {res['settings']}")
     others = max(r["others_cores"] for r in res["tasks"])
     parts.append(f"Other load during the per-task timings: at most {others:.2f} cores used by other processes"

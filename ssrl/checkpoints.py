@@ -65,3 +65,17 @@ def pull_checkpoint(run: Store, dest: str | Path, step: int | None = None, *,
                          f"(committed: {list_steps(run) or 'none'})")
     pull_tree(run, step_prefix(chosen), dest, progress=progress)
     return chosen
+
+
+def prune_checkpoints(run: Store, keep: int) -> list[int]:
+    """Delete all but the newest ``keep`` committed steps; the commit record goes first, so a step vanishes
+    atomically for readers. Returns the deleted steps."""
+    steps = list_steps(run)
+    latest = latest_step(run)
+    doomed = [s for s in steps[: max(0, len(steps) - keep)] if s != latest]
+    for step in doomed:
+        prefix = step_prefix(step)
+        run.delete(f"{prefix}/{COMMIT}")
+        for key in run.list(prefix):
+            run.delete(key)
+    return doomed

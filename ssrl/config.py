@@ -5,6 +5,7 @@ Every problem is reported at once, with the field's dotted name and what was exp
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import types
@@ -99,6 +100,9 @@ def _coerce(value: Any, tp: Any, name: str, problems: list[str]) -> Any:
         problems.append(f"{name}: expected true or false, got {value!r}")
         return None
     if tp in (int, float):
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
+            with contextlib.suppress(ValueError):
+                value = float(value) if tp is float else int(value)
         if isinstance(value, bool) or not isinstance(value, int | float) or (tp is int and value != int(value)):
             problems.append(f"{name}: expected {tp.__name__}, got {value!r}")
             return None

@@ -61,13 +61,21 @@ class AccuracyReward:
 
     __name__ = "accuracy"
 
+    def __init__(self, on_score: Any = None):
+        self.on_score = on_score  # e.g. per-task accuracy bookkeeping in the trainer
+
     def __call__(self, completions: list[Any], answer: list[str | None] | None = None,
                  task: list[str] | None = None, **kwargs: Any) -> list[float | None]:
         if answer is None:
             return [None] * len(completions)
         tasks = task or ["shuffle"] * len(completions)  # every task verifies by exact match of the box
-        return [get_task(t).verify(completion_text(c), {"answer": a}) for c, a, t in
-                zip(completions, answer, tasks, strict=True)]
+        scores = [get_task(t).verify(completion_text(c), {"answer": a}) for c, a, t in
+                  zip(completions, answer, tasks, strict=True)]
+        if self.on_score is not None:
+            for t, s in zip(tasks, scores, strict=True):
+                if s is not None:
+                    self.on_score(t, s)
+        return scores
 
 
 REWARDS = {"format": FormatReward, "accuracy": AccuracyReward}

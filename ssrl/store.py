@@ -67,8 +67,8 @@ class Store(abc.ABC):
         with self.open_write(key) as f:
             f.write(data)
 
-    def put_file(self, key: str, local: str | Path) -> None:
-        """Upload a local file, streamed, atomically."""
+    def put_file(self, key: str, local: str | Path, sha256: str | None = None) -> None:
+        """Upload a local file, streamed, atomically (``sha256``: recorded where the backend keeps it)."""
         with self.open_write(key) as f, open(local, "rb") as src:
             shutil.copyfileobj(src, f, 1 << 20)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import json
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -109,7 +110,7 @@ def pull_tree(store: Store, prefix: str, dest: str | Path, *, workers: int = 4,
     def one(rel: str) -> None:
         target, want = targets[rel], record["files"][rel]
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.part")
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.part")
         store.get_file(_join(prefix, rel), tmp)
         if tmp.stat().st_size != want["size"] or sha256_file(tmp) != want["sha256"]:
             tmp.unlink()

@@ -11,7 +11,7 @@ import sys
 import typer
 
 from ssrl import __version__
-from ssrl.cli import common, data_cmds, generate_cmd, store_cmds
+from ssrl.cli import common, data_cmds, generate_cmd, store_cmds, train_cmd
 
 app = typer.Typer(
     name="ssrl",
@@ -41,6 +41,8 @@ app.command("preview")(data_cmds.preview)
 app.command("report")(data_cmds.report)
 app.command("verify")(data_cmds.verify)
 app.command("tasks")(data_cmds.tasks)
+app.command("train")(train_cmd.train)
+app.command("tiny-model")(train_cmd.tiny_model)
 app.add_typer(store_cmds.store_app, name="store")
 app.add_typer(store_cmds.ckpt_app, name="ckpt")
 

@@ -40,7 +40,8 @@ def report_error(e: BaseException) -> int:
     if isinstance(e, SSRLError):
         console.print(f"[bold red]error[/bold red]: {e}", markup=False)
         return EXIT_FAILURE
-    console.print(f"[bold red]internal error[/bold red] ({type(e).__name__}): {e}", markup=False)
+    console.print("[bold red]internal error[/bold red]", end=" ")
+    console.print(f"({type(e).__name__}): {e}", markup=False)
     console.print("this is a bug in ssrl; please report it with the command you ran", style="dim")
     return EXIT_FAILURE
 

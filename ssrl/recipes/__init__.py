@@ -1,0 +1,1 @@
+"""One readable file per workflow: each has a config dataclass and ``main(cfg)``."""

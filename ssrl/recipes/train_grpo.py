@@ -1,0 +1,291 @@
+"""``ssrl train``: GRPO on generated pretext tasks with TRL (+ DeepSpeed), checkpoints committed to the store.
+
+Features, each tied to its ``TrainConfig`` field:
+
+- paper hyperparameters as defaults (§3.3): group size 5, lr 1e-6, KL 0.01 (k3), temperature 1.0,
+  rewards 0.9 accuracy + 0.1 format, 5 images per prompt;
+- ``deepspeed``: ``zero2`` / ``zero3`` (configs shipped in ``ssrl/configs``) or a JSON path;
+- ``freeze_vision``, ``lora_r`` (peft), ``gradient_checkpointing`` and bf16 on GPU, ``use_vllm`` when
+  vLLM and a GPU are present;
+- ``output``: a store URL; every ``save_steps`` the Hugging Face checkpoint (safetensors + optimizer,
+  scheduler and RNG state) is committed as ``step-<n>/`` and ``latest`` moves; ``resume=auto`` pulls the
+  latest committed step and continues from it;
+- metrics: TRL's (reward per function, KL, completion length, ``frac_reward_zero_std``) plus accuracy per
+  task, to TensorBoard and ``metrics.jsonl``.
+
+Raises ``ConfigError`` for every bad combination before a model is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ssrl import __version__
+from ssrl.config import to_dict
+from ssrl.errors import ConfigError
+
+DEEPSPEED_PRESETS = ("none", "zero2", "zero3")
+
+
+@dataclass
+class TrainConfig:
+    """GRPO training. Field names follow TRL's ``GRPOConfig`` where they map one to one."""
+
+    model: str = "store/models/tiny"
+    """Folder (or store URL) of a Hugging Face checkpoint: Qwen2.5-VL / Qwen3-VL class."""
+    dataset: str = "store/tasks/demo"
+    """Generated tasks (folder or store URL)."""
+    output: str = "store/checkpoints/demo"
+    """Run folder in the store: step-<n>/ checkpoints, latest, metrics.jsonl."""
+    work_dir: str = ""
+    """Local scratch for the Trainer (default: <output>/.. when local, else ~/.cache/ssrl/runs/<name>)."""
+    tasks: list[str] = field(default_factory=list)
+    """Train on these tasks only (default: all in the dataset)."""
+    max_samples: int = 0
+    seed: int = 0
+    max_steps: int = -1
+    """Stop after this many optimiser steps (-1: run num_train_epochs)."""
+    num_train_epochs: float = 10.0
+    learning_rate: float = 1e-6
+    weight_decay: float = 1e-2
+    warmup_ratio: float = 0.0
+    """Share of the steps spent warming the learning rate up (the paper: none)."""
+    max_grad_norm: float = 1.0
+    per_device_train_batch_size: int = 5
+    """Completions per device per micro-step (a multiple of num_generations keeps groups on one rank)."""
+    gradient_accumulation_steps: int = 1
+    num_generations: int = 5
+    temperature: float = 1.0
+    top_p: float = 1.0
+    beta: float = 0.01
+    """KL coefficient (TRL uses the k3 / low-variance estimator)."""
+    loss_type: str = "dapo"
+    max_completion_length: int = 2048
+    max_prompt_length: int = 4096
+    """Checked by --preflight: every sample's prompt (text + image tokens) must fit."""
+    min_pixels: int = 262_144
+    max_pixels: int = 4_194_304
+    limit_images: int = 5
+    rewards: list[str] = field(default_factory=lambda: ["accuracy", "format"])
+    reward_weights: list[float] = field(default_factory=lambda: [0.9, 0.1])
+    save_steps: int = 5
+    keep_checkpoints: int = 3
+    logging_steps: int = 1
+    deepspeed: str = "none"
+    """none, zero2, zero3, or a path to a DeepSpeed JSON."""
+    freeze_vision: bool = False
+    lora_r: int = 0
+    """0: full fine-tuning; > 0: LoRA adapters of this rank on all linear layers of the language model."""
+    gradient_checkpointing: str = "auto"
+    bf16: str = "auto"
+    """auto: on when a CUDA GPU is present."""
+    use_vllm: str = "auto"
+    """auto: vLLM rollouts when vllm is installed and a GPU is present."""
+    resume: str = "none"
+    """none, auto (latest committed step in ``output``), or a step number."""
+    trust_remote_code: bool = False
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Any other GRPOConfig field, passed through (e.g. {scale_rewards: batch})."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if len(self.rewards) != len(self.reward_weights):
+            problems.append(f"rewards ({len(self.rewards)}) and reward_weights ({len(self.reward_weights)}) "
+                            "must have the same length")
+        if self.num_generations < 2:
+            problems.append(f"num_generations must be >= 2 for group-relative advantages, got {self.num_generations}")
+        if self.per_device_train_batch_size % self.num_generations and self.gradient_accumulation_steps == 1:
+            problems.append(f"per_device_train_batch_size ({self.per_device_train_batch_size}) should be a multiple "
+                            f"of num_generations ({self.num_generations}) so every group is complete")
+        if self.deepspeed not in DEEPSPEED_PRESETS and not Path(self.deepspeed).is_file():
+            problems.append(f"deepspeed must be one of {DEEPSPEED_PRESETS} or an existing JSON file, "
+                            f"got {self.deepspeed!r}")
+        for name in ("gradient_checkpointing", "bf16", "use_vllm"):
+            if getattr(self, name) not in ("auto", "true", "false", True, False):
+                problems.append(f"{name} must be auto, true or false, got {getattr(self, name)!r}")
+        if self.resume not in ("none", "auto") and not str(self.resume).isdigit():
+            problems.append(f"resume must be none, auto or a step number, got {self.resume!r}")
+        if self.lora_r and self.deepspeed == "zero3":
+            problems.append("lora_r with deepspeed=zero3 is not supported here; use zero2 for LoRA")
+        if self.limit_images < 1:
+            problems.append(f"limit_images must be >= 1, got {self.limit_images}")
+        if problems:
+            raise ConfigError(problems)
+
+
+def _flag(value: str | bool, auto: bool) -> bool:
+    return auto if value == "auto" else value in (True, "true")
+
+
+def deepspeed_config(name: str) -> str | None:
+    if name == "none":
+        return None
+    if name in DEEPSPEED_PRESETS:
+        return str(resources.files("ssrl") / "configs" / f"{name}.json")
+    return name
+
+
+def ensure_distributed_env() -> None:
+    """DeepSpeed under a bare ``python`` looks for MPI; give it a one-process torchrun environment."""
+    if "RANK" in os.environ:
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ.update({"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": str(port)})
+
+
+def work_dir(cfg: TrainConfig) -> Path:
+    if cfg.work_dir:
+        return Path(cfg.work_dir)
+    if "://" not in cfg.output:
+        return Path(cfg.output).parent / f".work-{Path(cfg.output).name}"
+    return Path("~/.cache/ssrl/runs").expanduser() / cfg.output.rstrip("/").rsplit("/", 1)[-1]
+
+
+def resolve_model(location: str, cache: Path) -> str:
+    """A local folder for ``from_pretrained``: store URLs are pulled (checksums verified) once."""
+    if "://" not in location or location.startswith("file://"):
+        return location.removeprefix("file://")
+    from ssrl.checkpoints import pull_checkpoint
+    from ssrl.store import open_store
+    from ssrl.transfer import pull_tree, read_commit
+
+    store = open_store(location)
+    dest = cache / "models" / location.rstrip("/").rsplit("/", 1)[-1]
+    if read_commit(store, "") is not None:
+        pull_tree(store, "", dest)
+    else:
+        pull_checkpoint(store, dest)
+    return str(dest)
+
+
+def vision_token_ids(model_config: Any) -> list[int]:
+    """Special vision tokens a sampled completion must never contain: a stray ``<|vision_start|>`` makes
+    Qwen-VL's 3D positions count an image that has no features (random and early models do sample them)."""
+    names = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+    ids = {getattr(model_config, n, None) for n in names}
+    return sorted(i for i in ids if isinstance(i, int))
+
+
+def build_grpo_args(cfg: TrainConfig, out_dir: Path, gpu: bool, suppress: list[int] | None = None) -> Any:
+    from trl import GRPOConfig
+
+    fields = {f.name for f in dataclasses.fields(GRPOConfig)}
+    unknown = sorted(set(cfg.extra) - fields)
+    if unknown:
+        raise ConfigError(f"extra: unknown GRPOConfig fields {unknown}")
+    use_vllm = _flag(cfg.use_vllm, gpu and _has("vllm"))
+    return GRPOConfig(
+        output_dir=str(out_dir), seed=cfg.seed, max_steps=cfg.max_steps, num_train_epochs=cfg.num_train_epochs,
+        learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_ratio,
+        max_grad_norm=cfg.max_grad_norm, lr_scheduler_type="constant" if cfg.warmup_ratio == 0 else "cosine",
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps, num_generations=cfg.num_generations,
+        temperature=cfg.temperature, top_p=cfg.top_p, beta=cfg.beta, loss_type=cfg.loss_type,
+        max_completion_length=cfg.max_completion_length, reward_weights=list(cfg.reward_weights),
+        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.keep_checkpoints,
+        logging_steps=cfg.logging_steps, report_to=list(cfg.report_to),
+        bf16=_flag(cfg.bf16, gpu), use_cpu=not gpu,
+        gradient_checkpointing=_flag(cfg.gradient_checkpointing, gpu),
+        deepspeed=deepspeed_config(cfg.deepspeed), use_vllm=use_vllm, remove_unused_columns=False,
+        disable_tqdm=False, **({"generation_kwargs": {"suppress_tokens": suppress}} if suppress else {}),
+        **cfg.extra,
+    )
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def load_model_and_processor(cfg: TrainConfig, path: str, gpu: bool) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    # Left padding, as TRL needs when it batches prompts of different lengths (1- and 5-image tasks):
+    # right padding misaligns Qwen-VL's multimodal token types with the prompt ids.
+    processor = AutoProcessor.from_pretrained(path, trust_remote_code=cfg.trust_remote_code, padding_side="left",
+                                              truncation_side="left")
+    image_processor = getattr(processor, "image_processor", None)
+    if image_processor is not None:  # the paper's pixel range (Qwen-VL processors read it from `size`)
+        image_processor.size = {"shortest_edge": cfg.min_pixels, "longest_edge": cfg.max_pixels}
+        for attr in ("min_pixels", "max_pixels"):
+            if getattr(image_processor, attr, None) is not None:
+                setattr(image_processor, attr, None)
+    dtype = torch.bfloat16 if _flag(cfg.bf16, gpu) else torch.float32
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
+    if cfg.freeze_vision:
+        for name, param in model.named_parameters():
+            if "visual" in name or "vision_tower" in name:
+                param.requires_grad_(False)
+    return model, processor
+
+
+def run_metadata(cfg: TrainConfig) -> dict[str, Any]:
+    """What every checkpoint records next to its weights, so a resume can tell what changed."""
+    from ssrl.tasks import available_tasks
+
+    return {"config": to_dict(cfg), "seed": cfg.seed, "ssrl_version": __version__, "tasks": available_tasks()}
+
+
+def main(cfg: TrainConfig) -> dict[str, Any]:
+    """Set up, train, commit the final checkpoint; returns the last logged metrics."""
+    import torch
+    from trl import GRPOTrainer
+
+    from ssrl.checkpoints import latest_step, list_steps, pull_checkpoint
+    from ssrl.recipes.callbacks import MetricsCallback, StoreCheckpointCallback, TaskAccuracy
+    from ssrl.recipes.data import load_task_dataset
+    from ssrl.rewards import AccuracyReward, get_reward
+    from ssrl.store import open_store
+
+    gpu = torch.cuda.is_available()
+    if cfg.deepspeed != "none":
+        ensure_distributed_env()
+    scratch = work_dir(cfg)
+    scratch.mkdir(parents=True, exist_ok=True)
+    model_path = resolve_model(cfg.model, scratch)
+    model, processor = load_model_and_processor(cfg, model_path, gpu)
+    dataset = load_task_dataset(cfg.dataset, scratch, tasks=cfg.tasks or None, limit_images=cfg.limit_images,
+                                max_samples=cfg.max_samples or None, seed=cfg.seed)
+    accuracy = TaskAccuracy()
+    rewards = [AccuracyReward(on_score=accuracy.add) if name == "accuracy" else get_reward(name)
+               for name in cfg.rewards]
+    args = build_grpo_args(cfg, scratch / "trainer", gpu, suppress=vision_token_ids(model.config))
+    peft_config = None
+    if cfg.lora_r:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, target_modules="all-linear",
+                                 exclude_modules=r".*visual.*", task_type="CAUSAL_LM")
+    run = open_store(cfg.output)
+    resume_from = None
+    if cfg.resume != "none":
+        step = latest_step(run) if cfg.resume == "auto" else int(cfg.resume)
+        if step is not None:
+            resume_from = scratch / "trainer" / f"checkpoint-{step}"
+            pull_checkpoint(run, resume_from, step)
+    trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=dataset,
+                          processing_class=processor, peft_config=peft_config)
+    trainer.callback_handler.callbacks.insert(0, MetricsCallback(scratch / "trainer" / "metrics.jsonl", accuracy))
+    trainer.add_callback(StoreCheckpointCallback(cfg.output, cfg.keep_checkpoints, run_metadata(cfg)))
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    # The Trainer saves at the last step too (save_strategy=steps), so the final state is committed.
+    history = [h for h in trainer.state.log_history if "loss" in h or "reward" in h]
+    return {"global_step": trainer.state.global_step, "last": history[-1] if history else {},
+            "run": run.url, "checkpoints": list_steps(run)}
+
+
+def dump(cfg: TrainConfig) -> str:
+    return json.dumps(to_dict(cfg), indent=1, sort_keys=True)
