@@ -75,9 +75,10 @@ CASES: list[tuple[str, str]] = [
 # ------------------------------------------------------------------------------------------ settings
 @dataclass(frozen=True)
 class Settings:
-    min_runs: int
+    min_rounds: int
+    """Timing rounds per measurement (each round runs every compared function once)."""
     min_seconds: float
-    max_runs: int
+    max_rounds: int
     rss_sizes: tuple[int, ...]
     scaling_scenes: int
     scaling_shard_size: int
@@ -87,8 +88,8 @@ class Settings:
     @classmethod
     def pick(cls, quick: bool) -> Settings:
         if quick:
-            return cls(3, 0.3, 10, (8, 32), 16, 4, 8)
-        return cls(5, 1.0, 40, (16, 64, 256), 64, 8, 32)
+            return cls(3, 0.5, 10, (8, 32), 16, 4, 8)
+        return cls(7, 3.0, 40, (16, 64, 256), 64, 8, 32)
 
 
 # ------------------------------------------------------------------------------------------ timing
@@ -107,20 +108,29 @@ class Timing:
         return self.median_s * 1000
 
 
-def measure(fn: Callable[[], object], settings: Settings) -> Timing:
-    """Median wall time of ``fn`` after one warm-up call: at least ``min_runs`` runs and ``min_seconds``."""
-    fn()
-    times: list[float] = []
-    start, cpu_start, busy_start = time.perf_counter(), time.process_time(), machine_busy_s()
-    while len(times) < settings.min_runs or (
-        time.perf_counter() - start < settings.min_seconds and len(times) < settings.max_runs
-    ):
-        t0 = time.perf_counter()
+def measure(fns: dict[str, Callable[[], object]], settings: Settings) -> dict[str, Timing]:
+    """Median wall time of each function, run in interleaved rounds (a, b, c, a, b, c, ...).
+
+    Interleaving exposes every function to the same machine conditions, so ratios between them hold even
+    when a shared machine slows down for a while. One warm-up call each, then rounds until there are at
+    least ``min_rounds`` of them and ``min_seconds`` have passed (at most ``max_rounds``).
+    """
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - t0)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    rounds = 0
+    start, cpu_start, busy_start = time.perf_counter(), time.process_time(), machine_busy_s()
+    while rounds < settings.min_rounds or (
+        time.perf_counter() - start < settings.min_seconds and rounds < settings.max_rounds
+    ):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+        rounds += 1
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     others = max(0.0, machine_busy_s() - busy_start - cpu) / wall
-    return Timing(statistics.median(times), min(times), len(times), cpu / wall, others)
+    return {name: Timing(statistics.median(ts), min(ts), len(ts), cpu / wall, others) for name, ts in times.items()}
 
 
 # ------------------------------------------------------------------------------------------ machine
@@ -282,17 +292,19 @@ def bench_task(task: str, source: Source, settings: Settings) -> dict[str, Any]:
     sample = module.generate(scene, sample_rng(*rng_args), task_cfg)
     fitted = [fit_budget(im, cfg.budget) for im in sample.images]
 
-    total = measure(lambda: process_source(source, ctx), settings)
-    floor = measure(lambda: io_floor(source, cfg, shapes, needs_depth), settings)
-    stages = {
-        "decode": measure(lambda: _decode(source, cfg), settings),
-        "depth": measure(lambda: _load_depth(source, cfg, full_hw, image.shape[:2]), settings) if needs_depth
-        else None,
-        "generate": measure(lambda: module.generate(scene, sample_rng(*rng_args), task_cfg), settings),
-        "fit": measure(lambda: [fit_budget(im, cfg.budget) for im in sample.images], settings),
-        "encode": measure(lambda: [encode_image(im, cfg.image_format) for im in fitted], settings),
+    fns: dict[str, Callable[[], object]] = {
+        "task": lambda: process_source(source, ctx),
+        "floor": lambda: io_floor(source, cfg, shapes, needs_depth),
+        "decode": lambda: _decode(source, cfg),
+        "generate": lambda: module.generate(scene, sample_rng(*rng_args), task_cfg),
+        "fit": lambda: [fit_budget(im, cfg.budget) for im in sample.images],
+        "encode": lambda: [encode_image(im, cfg.image_format) for im in fitted],
     }
-    stage_ms = {k: (v.ms if v else 0.0) for k, v in stages.items()}
+    if needs_depth:
+        fns["depth"] = lambda: _load_depth(source, cfg, full_hw, image.shape[:2])
+    timings = measure(fns, settings)
+    total, floor = timings["task"], timings["floor"]
+    stage_ms = {k: (timings[k].ms if k in timings else 0.0) for k in ("decode", "depth", "generate", "fit", "encode")}
     stage_ms["other"] = total.ms - sum(stage_ms.values())
     return {
         "task": task,
@@ -308,8 +320,8 @@ def bench_task(task: str, source: Source, settings: Settings) -> dict[str, Any]:
         "runs": total.runs,
         "task_min_s": total.min_s,
         "floor_min_s": floor.min_s,
-        "cpu_share": min(total.cpu_share, floor.cpu_share),
-        "others_cores": max(total.others, floor.others),
+        "cpu_share": total.cpu_share,
+        "others_cores": total.others,
     }
 
 
@@ -339,10 +351,9 @@ def bench_decoder(inputs: dict[str, Source], settings: Settings) -> list[dict[st
                 rgb = np.asarray(img.convert("RGB"))
             return resize_rgb(rgb, smart_resize(*rgb.shape[:2], cfg.budget))
 
-        ours = measure(lambda data=data: decode_fitted(data, cfg.budget), settings)
-        plain = measure(bare, settings)
-        out.append({"input": key, "file": describe_input(source), "decode_fitted_ms": ours.ms,
-                    "pillow_plain_ms": plain.ms})
+        t = measure({"ours": lambda data=data: decode_fitted(data, cfg.budget), "plain": bare}, settings)
+        out.append({"input": key, "file": describe_input(source), "decode_fitted_ms": t["ours"].ms,
+                    "pillow_plain_ms": t["plain"].ms})
     return out
 
 
@@ -353,17 +364,17 @@ def bench_decode_once(source: Source, key: str, settings: Settings) -> dict[str,
     rows, rejects, _ = process_source(source, together)
     if rejects:
         raise RuntimeError(f"all-task run rejected {source.image}: {rejects}")
-    all_t = measure(lambda: process_source(source, together), settings)
-    singles: dict[str, float] = {}
-    others = all_t.others
+    fns: dict[str, Callable[[], object]] = {"together": lambda: process_source(source, together)}
     for task in DEFAULT_TASKS:
         ctx = _Context.build(GenerateConfig(tasks=[task]))
-        single = measure(lambda ctx=ctx: process_source(source, ctx), settings)
-        singles[task], others = single.median_s, max(others, single.others)
+        fns[task] = lambda ctx=ctx: process_source(source, ctx)
+    timings = measure(fns, settings)
+    all_t = timings["together"]
+    singles = {task: timings[task].median_s for task in DEFAULT_TASKS}
     separate = sum(singles.values())
     return {"input": key, "samples": len(rows), "together_s": all_t.median_s, "separate_s": separate,
             "singles_s": singles, "saved_s": separate - all_t.median_s, "speedup": separate / all_t.median_s,
-            "others_cores": others}
+            "others_cores": all_t.others}
 
 
 # ------------------------------------------------------------------------------------------ corpora

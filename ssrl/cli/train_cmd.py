@@ -35,6 +35,8 @@ def train(
     from ssrl.recipes.train_grpo import main
 
     result = main(cfg)
+    if result["resumed_from"] is not None:
+        out.print(f"resumed from committed step {result['resumed_from']}")
     out.print(f"trained to step {result['global_step']}; committed checkpoints {result['checkpoints']} in "
               f"{result['run']}")
 

@@ -284,7 +284,8 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
     # The Trainer saves at the last step too (save_strategy=steps), so the final state is committed.
     history = [h for h in trainer.state.log_history if "loss" in h or "reward" in h]
     return {"global_step": trainer.state.global_step, "last": history[-1] if history else {},
-            "run": run.url, "checkpoints": list_steps(run)}
+            "run": run.url, "checkpoints": list_steps(run),
+            "resumed_from": int(resume_from.name.split("-")[-1]) if resume_from else None}
 
 
 def dump(cfg: TrainConfig) -> str:

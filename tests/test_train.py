@@ -1,0 +1,109 @@
+"""GRPO on the tiny model from generated tasks: real TRL (and DeepSpeed) steps on CPU, checkpoints in a store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("trl")
+
+from ssrl.checkpoints import latest_step, list_steps
+from ssrl.generate import GenerateConfig, run
+from ssrl.store import open_store
+
+FAST = ["--set", "max_completion_length=16", "--set", "min_pixels=3136", "--set", "max_pixels=12544",
+        "--set", "per_device_train_batch_size=4", "--set", "num_generations=2", "--set", "learning_rate=1e-4",
+        "--set", "report_to=[]"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory: pytest.TempPathFactory, synth_dir: Path) -> dict[str, Path]:
+    from ssrl.tiny_model import build_tiny_model
+
+    root = tmp_path_factory.mktemp("train")
+    build_tiny_model(root / "tiny")
+    run(GenerateConfig(inputs=[str(synth_dir)], output=str(root / "tasks"), min_pixels=3136, max_pixels=12544))
+    return {"model": root / "tiny", "tasks": root / "tasks", "root": root}
+
+
+def train(assets: dict[str, Path], out: Path, *extra: str, launcher: list[str] | None = None,
+          timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    cmd = [*(launcher or [sys.executable, "-m"]), "ssrl", "train", "--model", str(assets["model"]), "--dataset",
+           str(assets["tasks"]), "--output", str(out), *FAST, *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=timeout)
+
+
+def test_grpo_steps_commit_checkpoints_and_metrics(assets: dict[str, Path], tmp_path: Path) -> None:
+    from ssrl.recipes.train_grpo import TrainConfig, main
+
+    cfg = TrainConfig(model=str(assets["model"]), dataset=str(assets["tasks"]), output=str(tmp_path / "run"),
+                      max_steps=3, save_steps=2, max_completion_length=16, min_pixels=3136, max_pixels=12544,
+                      per_device_train_batch_size=4, num_generations=2, report_to=[])
+    result = main(cfg)
+    run_store = open_store(tmp_path / "run")
+    assert result["global_step"] == 3 and list_steps(run_store) == [2, 3] and latest_step(run_store) == 3
+    state = json.loads(run_store.read_bytes("step-3/trainer_state.json"))
+    assert state["global_step"] == 3
+    assert {"model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth"} <= {
+        k.split("/")[-1] for k in run_store.list("step-3")}
+    lines = [json.loads(x) for x in run_store.read_bytes("metrics.jsonl").decode().splitlines()]
+    keys = set().union(*lines)
+    assert {"rewards/accuracy/mean", "rewards/format/mean", "kl", "frac_reward_zero_std",
+            "completions/mean_length"} <= keys
+    assert any(k.startswith("accuracy/") for k in keys)
+    from transformers import AutoModelForImageTextToText
+
+    pulled = tmp_path / "pulled"
+    from ssrl.checkpoints import pull_checkpoint
+
+    pull_checkpoint(run_store, pulled)
+    model = AutoModelForImageTextToText.from_pretrained(pulled)
+    assert sum(p.numel() for p in model.parameters()) > 100_000
+
+
+def test_kill_then_resume_auto_continues(assets: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "ssrl", "train", "--model", str(assets["model"]), "--dataset", str(assets["tasks"]),
+           "--output", str(out), *FAST, "--max-steps", "4", "--set", "save_steps=1"]
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (out / "step-1" / "_COMMIT.json").exists():
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = latest_step(open_store(out))
+    assert done is not None and done < 4
+    r = train(assets, out, "--max-steps", "4", "--set", "save_steps=1", "--resume", "auto")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"resumed from committed step {done}" in r.stdout
+    assert list_steps(open_store(out))[-1] == 4
+    state = json.loads((out / "step-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+
+
+def test_two_processes_torchrun_gloo(assets: dict[str, Path], tmp_path: Path) -> None:
+    torchrun = Path(sys.executable).parent / "torchrun"
+    r = train(assets, tmp_path / "run", "--max-steps", "2", "--set", "save_steps=2",
+              launcher=[str(torchrun), "--standalone", "--nproc_per_node", "2", "-m"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert list_steps(open_store(tmp_path / "run")) == [2]
+
+
+@pytest.mark.parametrize(("stage", "nproc"), [("zero2", 1), ("zero2", 2), ("zero3", 1)])
+def test_deepspeed(assets: dict[str, Path], tmp_path: Path, stage: str, nproc: int) -> None:
+    pytest.importorskip("deepspeed")
+    torchrun = Path(sys.executable).parent / "torchrun"
+    r = train(assets, tmp_path / "run", "--max-steps", "2", "--set", "save_steps=2", "--deepspeed", stage,
+              launcher=[str(torchrun), "--standalone", "--nproc_per_node", str(nproc), "-m"])
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert list_steps(open_store(tmp_path / "run")) == [2]
