@@ -14,8 +14,11 @@ $(VENV)/.installed-core: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e .
 	touch $@
 
+# torch from PyPI (a CUDA build that also runs on CPU) comes with the train extra; pip's cache serves reruns.
+# DeepSpeed builds from source after torch, with no ops compiled ahead (they JIT on first use).
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,s3,train]"
+	DS_BUILD_OPS=0 $(BIN)/pip install -q "deepspeed>=0.19,<0.20"
 	touch $@
 
 ## demo: synthetic RGB-D scenes -> all five pretext tasks in ./store -> report + preview (CPU, no downloads)

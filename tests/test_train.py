@@ -107,3 +107,25 @@ def test_deepspeed(assets: dict[str, Path], tmp_path: Path, stage: str, nproc: i
               launcher=[str(torchrun), "--standalone", "--nproc_per_node", str(nproc), "-m"])
     assert r.returncode == 0, r.stderr[-4000:]
     assert list_steps(open_store(tmp_path / "run")) == [2]
+
+
+def test_preflight_reports_and_fails_clearly(assets: dict[str, Path], tmp_path: Path) -> None:
+    r = train(assets, tmp_path / "run", "--preflight")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "ready" in r.stdout and "crop" in r.stdout and "position" in r.stdout
+    r = train(assets, tmp_path / "run", "--preflight", "--set", "max_prompt_length=50")
+    assert r.returncode == 1 and "max_prompt_length" in r.stdout and "not ready" in r.stdout
+    from ssrl.recipes.preflight import layout_problems
+    from ssrl.recipes.train_grpo import TrainConfig
+
+    cfg = TrainConfig(per_device_train_batch_size=3, gradient_accumulation_steps=2, num_generations=4)
+    assert any("not a multiple of num_generations" in p for p in layout_problems(cfg, world_size=1))
+    assert layout_problems(TrainConfig(), world_size=8) == []
+
+
+def test_bad_train_config_exit_2(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "ssrl", "train", "--deepspeed", "zero9", "--set", "rewards=[accuracy]",
+                        "--set", "num_generations=1"], capture_output=True, text=True, env=ENV)
+    assert r.returncode == 2
+    for part in ("deepspeed", "reward_weights", "num_generations"):
+        assert part in r.stderr

@@ -50,12 +50,12 @@ app.add_typer(store_cmds.ckpt_app, name="ckpt")
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; turns the platform's errors into one coloured line and an exit code."""
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)  # click returns typer.Exit's code in this mode
     except SystemExit as e:
         return int(e.code or 0)
-    except BaseException as e:
+    except BaseException as e:  # the one place errors become exit codes
         return common.report_error(e)
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":
