@@ -129,3 +129,30 @@ def test_bad_train_config_exit_2(tmp_path: Path) -> None:
     assert r.returncode == 2
     for part in ("deepspeed", "reward_weights", "num_generations"):
         assert part in r.stderr
+
+
+def test_sft_cold_start_few_steps(assets: dict[str, Path], tmp_path: Path) -> None:
+    """LLaMA-Factory rows (the paper's cold-start format) written from generated tasks."""
+    from ssrl.dataset import iter_rows
+
+    rows = []
+    for i, row in enumerate(iter_rows(str(assets["tasks"]), limit=8)):
+        paths = []
+        for j, im in enumerate(row["images"]):
+            (tmp_path / f"{i}-{j}.png").write_bytes(im["bytes"])
+            paths.append(f"{i}-{j}.png")
+        rows.append({"instruction": row["problem"], "input": "", "images": paths,
+                     "output": f"<think>I compare the regions.</think>\\boxed{{{row['answer']}}}"})
+    (tmp_path / "sft.json").write_text(json.dumps(rows))
+    r = subprocess.run([sys.executable, "-m", "ssrl", "sft", "--model", str(assets["model"]), "--data",
+                        str(tmp_path / "sft.json"), "--output", str(tmp_path / "run"), "--max-steps", "3",
+                        "--set", "per_device_train_batch_size=2", "--set", "gradient_accumulation_steps=1",
+                        "--set", "min_pixels=3136", "--set", "max_pixels=12544", "--set", "save_steps=3",
+                        "--set", "learning_rate=1e-3", "--set", "report_to=[]"],
+                       capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "SFT to step 3" in r.stdout and list_steps(open_store(tmp_path / "run")) == [3]
+    (tmp_path / "bad.json").write_text(json.dumps([{"instruction": "<image>x", "output": "y", "images": []}]))
+    r = subprocess.run([sys.executable, "-m", "ssrl", "sft", "--data", str(tmp_path / "bad.json")],
+                       capture_output=True, text=True, env=ENV)
+    assert r.returncode == 2 and "1 <image> placeholders for 0 images" in r.stderr

@@ -41,6 +41,23 @@ def train(
               f"{result['run']}")
 
 
+def sft(
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML file of SFTRunConfig fields."),
+    model: str | None = typer.Option(None, "--model", help="Model folder or store URL."),
+    data: str | None = typer.Option(None, "--data", help="Conversations file (LLaMA-Factory or chat rows)."),
+    output: str | None = typer.Option(None, "--output", "-o", help="Run folder in the store."),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after N optimiser steps."),
+    overrides: list[str] | None = typer.Option(None, "--set", "-s", help="Override any field: key=value."),
+) -> None:
+    """Supervised cold start on reasoning traces (optional; the paper uses ~3.6k) with TRL's SFT trainer."""
+    from ssrl.recipes.sft import SFTRunConfig, main
+
+    cfg = load_config(SFTRunConfig, config, overrides, model=model, data=data, output=output, max_steps=max_steps)
+    result = main(cfg)
+    out.print(f"SFT to step {result['global_step']} (loss {result['losses'][0]:.3f} -> {result['losses'][-1]:.3f}); "
+              f"committed checkpoints {result['checkpoints']}")
+
+
 def tiny_model(
     out_dir: Path = typer.Argument(..., help="Folder for the model, processor and tokenizer."),
     seed: int = typer.Option(0, "--seed"),
