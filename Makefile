@@ -11,7 +11,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(VENV)/.installed-core: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q -e ".[train]"
 	touch $@
 
 # torch from PyPI (a CUDA build that also runs on CPU) comes with the train extra; pip's cache serves reruns.
@@ -21,12 +21,15 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	DS_BUILD_OPS=0 $(BIN)/pip install -q "deepspeed>=0.19,<0.20"
 	touch $@
 
-## demo: synthetic RGB-D scenes -> all five pretext tasks in ./store -> report + preview (CPU, no downloads)
+## demo: synthetic RGB-D scenes -> five pretext tasks -> preview -> GRPO steps on a tiny model -> checkpoint
 demo: $(VENV)/.installed-core
 	$(BIN)/ssrl synth $(STORE)/sources/synth --count 24 --seed 0
 	$(BIN)/ssrl generate --config examples/demo.yaml
 	$(BIN)/ssrl verify $(STORE)/tasks/demo
 	$(BIN)/ssrl preview $(STORE)/tasks/demo
+	$(BIN)/ssrl tiny-model $(STORE)/models/tiny
+	OMP_NUM_THREADS=1 $(BIN)/ssrl train --config examples/train-demo.yaml
+	$(BIN)/ssrl ckpt ls $(STORE)/checkpoints/demo
 
 ## tools: real servers the tests run against (MinIO, SeaweedFS), built from source once into ~/.cache
 tools:
