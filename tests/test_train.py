@@ -156,3 +156,22 @@ def test_sft_cold_start_few_steps(assets: dict[str, Path], tmp_path: Path) -> No
     r = subprocess.run([sys.executable, "-m", "ssrl", "sft", "--data", str(tmp_path / "bad.json")],
                        capture_output=True, text=True, env=ENV)
     assert r.returncode == 2 and "1 <image> placeholders for 0 images" in r.stderr
+
+
+def test_lora_and_frozen_vision(assets: dict[str, Path], tmp_path: Path) -> None:
+
+    from ssrl.recipes.train_grpo import TrainConfig, load_model_and_processor
+
+    cfg = TrainConfig(model=str(assets["model"]), dataset=str(assets["tasks"]), output=str(tmp_path / "run"),
+                      max_steps=1, save_steps=1, max_completion_length=16, min_pixels=3136, max_pixels=12544,
+                      per_device_train_batch_size=4, num_generations=2, report_to=[], freeze_vision=True)
+    model, _ = load_model_and_processor(cfg, str(assets["model"]), gpu=False)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and not any("visual" in n for n in trainable)
+    assert any("visual" in n for n, _ in model.named_parameters())
+    del model
+    r = train(assets, tmp_path / "lora", "--max-steps", "1", "--set", "save_steps=1", "--set", "lora_r=4",
+              "--set", "freeze_vision=true")
+    assert r.returncode == 0, r.stderr[-3000:]
+    files = open_store(tmp_path / "lora").list("step-1")
+    assert "step-1/adapter_model.safetensors" in files and "step-1/adapter_config.json" in files
