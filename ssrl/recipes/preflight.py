@@ -11,10 +11,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from rich.console import Console
 from rich.table import Table
 
-from ssrl.cli.common import out
 from ssrl.recipes.train_grpo import TrainConfig, load_model_and_processor, resolve_model, work_dir
+
+out = Console(highlight=False)
 
 
 def _image_token_id(processor: Any, model: Any) -> int:

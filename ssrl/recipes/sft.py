@@ -106,7 +106,7 @@ def main(cfg: SFTRunConfig) -> dict[str, Any]:
 
     from ssrl.checkpoints import list_steps
     from ssrl.recipes.callbacks import StoreCheckpointCallback
-    from ssrl.recipes.train_grpo import TrainConfig, _flag, load_model_and_processor, resolve_model, work_dir
+    from ssrl.recipes.train_grpo import TrainConfig, flag, load_model_and_processor, resolve_model, work_dir
     from ssrl.store import open_store
 
     rows = read_conversations(cfg.data)
@@ -129,7 +129,7 @@ def main(cfg: SFTRunConfig) -> dict[str, Any]:
         per_device_train_batch_size=cfg.per_device_train_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps, max_length=cfg.max_length,
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.keep_checkpoints, seed=cfg.seed,
-        bf16=_flag(cfg.bf16, gpu), use_cpu=not gpu, gradient_checkpointing=_flag(cfg.gradient_checkpointing, gpu),
+        bf16=flag(cfg.bf16, gpu), use_cpu=not gpu, gradient_checkpointing=flag(cfg.gradient_checkpointing, gpu),
         report_to=list(cfg.report_to), logging_steps=1,
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,

@@ -121,7 +121,7 @@ class TrainConfig:
             raise ConfigError(problems)
 
 
-def _flag(value: str | bool, auto: bool) -> bool:
+def flag(value: str | bool, auto: bool) -> bool:
     return auto if value == "auto" else value in (True, "true")
 
 
@@ -184,7 +184,7 @@ def build_grpo_args(cfg: TrainConfig, out_dir: Path, gpu: bool, suppress: list[i
     unknown = sorted(set(cfg.extra) - fields)
     if unknown:
         raise ConfigError(f"extra: unknown GRPOConfig fields {unknown}")
-    use_vllm = _flag(cfg.use_vllm, gpu and _has("vllm"))
+    use_vllm = flag(cfg.use_vllm, gpu and _has("vllm"))
     return GRPOConfig(
         output_dir=str(out_dir), seed=cfg.seed, max_steps=cfg.max_steps, num_train_epochs=cfg.num_train_epochs,
         learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_ratio,
@@ -195,8 +195,8 @@ def build_grpo_args(cfg: TrainConfig, out_dir: Path, gpu: bool, suppress: list[i
         max_completion_length=cfg.max_completion_length, reward_weights=list(cfg.reward_weights),
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.keep_checkpoints,
         logging_steps=cfg.logging_steps, report_to=list(cfg.report_to),
-        bf16=_flag(cfg.bf16, gpu), use_cpu=not gpu,
-        gradient_checkpointing=_flag(cfg.gradient_checkpointing, gpu),
+        bf16=flag(cfg.bf16, gpu), use_cpu=not gpu,
+        gradient_checkpointing=flag(cfg.gradient_checkpointing, gpu),
         deepspeed=deepspeed_config(cfg.deepspeed), use_vllm=use_vllm, remove_unused_columns=False,
         disable_tqdm=False, **({"generation_kwargs": {"suppress_tokens": suppress}} if suppress else {}),
         **cfg.extra,
@@ -223,7 +223,7 @@ def load_model_and_processor(cfg: TrainConfig, path: str, gpu: bool) -> tuple[An
         for attr in ("min_pixels", "max_pixels"):
             if getattr(image_processor, attr, None) is not None:
                 setattr(image_processor, attr, None)
-    dtype = torch.bfloat16 if _flag(cfg.bf16, gpu) else torch.float32
+    dtype = torch.bfloat16 if flag(cfg.bf16, gpu) else torch.float32
     model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
     if cfg.freeze_vision:
         for name, param in model.named_parameters():

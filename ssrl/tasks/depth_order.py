@@ -57,8 +57,9 @@ def normalise(depth: np.ndarray, percentiles: tuple[float, float]) -> np.ndarray
     lo, hi = np.percentile(depth[valid], percentiles)
     if not hi > lo:
         raise reject("depth_order: depth is constant over the image")
-    dn = (depth - lo) / (hi - lo)
-    return np.where(valid & (depth >= lo) & (depth <= hi), dn, np.nan).astype(np.float32)
+    dn = ((depth - np.float32(lo)) * np.float32(1 / (hi - lo))).astype(np.float32, copy=False)
+    dn[~((depth >= lo) & (depth <= hi))] = np.nan  # NaN compares false: invalid pixels stay NaN
+    return dn
 
 
 def generate(scene: Scene, rng: np.random.Generator, cfg: Config = Config()) -> Sample:
