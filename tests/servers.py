@@ -150,11 +150,19 @@ def _port_block(n: int) -> list[int]:
     return ports
 
 
-def start_server(kind: str, data: Path) -> S3Server:
+def start_server(kind: str, data: Path, attempts: int = 3) -> S3Server:
+    """Start on fresh ports, retrying: under load another process can take a port between pick and bind."""
     binary = tool("minio" if kind == "minio" else "weed")
-    server = S3Server(kind, binary, data)
-    server.start()
-    return server
+    for attempt in range(attempts):
+        server = S3Server(kind, binary, data / f"try{attempt}")
+        try:
+            server.start(timeout=120.0)
+            return server
+        except RuntimeError:
+            server.stop()
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def cleanup(server: S3Server) -> None:
