@@ -3,7 +3,7 @@
 # every clone (~/.cache/ssrl-tools/<tool>-<version>/). A second run finds them and returns in milliseconds.
 #
 #   scripts/tools.sh            build everything, print the bin folders
-#   scripts/tools.sh minio      build one tool
+#   scripts/tools.sh minio      build one tool (minio, weed, helm)
 #   scripts/tools.sh --path     print a PATH fragment with every tool's bin folder
 set -euo pipefail
 
@@ -17,6 +17,9 @@ MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
 # ./weed package built in place (same sources, same go.sum).
 WEED_MODULE=github.com/seaweedfs/seaweedfs
 WEED_VERSION=v0.0.0-20261109003541-7506e5f91cd6
+# Helm renders and lints the chart in helm/ssrl (tests/test_deploy.py).
+HELM_MODULE=helm.sh/helm/v3/cmd/helm
+HELM_VERSION=v3.19.0
 
 CACHE=${SSRL_TOOLS_CACHE:-$HOME/.cache/ssrl-tools}
 
@@ -54,11 +57,13 @@ build() { # name module version binary [package-in-module]
 
 minio() { build minio "$MINIO_MODULE" "$MINIO_VERSION" minio; }
 weed() { build seaweedfs "$WEED_MODULE" "$WEED_VERSION" weed ./weed; }
+helm() { build helm "$HELM_MODULE" "$HELM_VERSION" helm; }
 
 case "${1:-all}" in
   minio) minio ;;
   weed|seaweedfs) weed ;;
-  all) minio; weed ;;
-  --path) echo "$(bin_dir minio "$MINIO_VERSION"):$(bin_dir seaweedfs "$WEED_VERSION")" ;;
-  *) echo "usage: $0 [minio|weed|all|--path]" >&2; exit 2 ;;
+  helm) helm ;;
+  all) minio; weed; helm ;;
+  --path) echo "$(bin_dir minio "$MINIO_VERSION"):$(bin_dir seaweedfs "$WEED_VERSION"):$(bin_dir helm "$HELM_VERSION")" ;;
+  *) echo "usage: $0 [minio|weed|helm|all|--path]" >&2; exit 2 ;;
 esac

@@ -1,0 +1,106 @@
+{{/* Chart name. */}}
+{{- define "ssrl.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Fully qualified app name, at most 63 characters (room is left for suffixes by trunc 50). */}}
+{{- define "ssrl.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 50 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 50 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 50 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Chart name and version for the chart label. */}}
+{{- define "ssrl.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Common labels. */}}
+{{- define "ssrl.labels" -}}
+helm.sh/chart: {{ include "ssrl.chart" . }}
+{{ include "ssrl.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: ssrl
+{{- end }}
+
+{{/* Selector labels. */}}
+{{- define "ssrl.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "ssrl.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* ServiceAccount name. */}}
+{{- define "ssrl.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "ssrl.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* Secret with the store credentials: an existing one, or the chart's. */}}
+{{- define "ssrl.storeSecretName" -}}
+{{- if .Values.store.existingSecret }}
+{{- .Values.store.existingSecret }}
+{{- else }}
+{{- printf "%s-store" (include "ssrl.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/* S3 endpoint: the bundled MinIO Service, or store.endpoint. */}}
+{{- define "ssrl.storeEndpoint" -}}
+{{- if .Values.minio.enabled }}
+{{- printf "http://%s-minio.%s.svc:9000" (include "ssrl.fullname" .) .Release.Namespace }}
+{{- else }}
+{{- required "store.endpoint is required when minio.enabled=false" .Values.store.endpoint }}
+{{- end }}
+{{- end }}
+
+{{/* Image reference repository:tag; refuses an empty or "latest" tag. */}}
+{{- define "ssrl.image" -}}
+{{- $img := index .root.Values.images .name }}
+{{- if or (not $img.tag) (eq (toString $img.tag) "latest") }}
+{{- fail (printf "images.%s.tag must be a pinned tag, not %q" .name (toString $img.tag)) }}
+{{- end }}
+{{- printf "%s:%s" $img.repository (toString $img.tag) }}
+{{- end }}
+
+{{/* Store environment: endpoint plus credentials from the Secret (never inline). */}}
+{{- define "ssrl.storeEnv" -}}
+- name: SSRL_S3_ENDPOINT
+  value: {{ include "ssrl.storeEndpoint" . | quote }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "ssrl.storeSecretName" . }}
+      key: {{ .Values.store.accessKeyKey }}
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "ssrl.storeSecretName" . }}
+      key: {{ .Values.store.secretKeyKey }}
+- name: HOME
+  value: /home/ssrl
+{{- end }}
+
+{{/* Writable scratch for a read-only root filesystem: volume mounts and volumes. */}}
+{{- define "ssrl.scratchMounts" -}}
+- name: tmp
+  mountPath: /tmp
+- name: home
+  mountPath: /home/ssrl
+{{- end }}
+{{- define "ssrl.scratchVolumes" -}}
+- name: tmp
+  emptyDir: {}
+- name: home
+  emptyDir: {}
+{{- end }}

