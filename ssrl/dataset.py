@@ -49,6 +49,11 @@ def shard_name(index: int) -> str:
     return SHARD_FILE.format(index)
 
 
+def record_key(shard_file: str) -> str:
+    """Key of a shard file's commit record: ``shard-00003.parquet`` -> ``shard-00003.json``."""
+    return shard_file.removesuffix(".parquet") + ".json"
+
+
 class _HashingFile:
     """Counts and hashes what pyarrow writes, so the commit record needs no second read."""
 

@@ -70,7 +70,7 @@ def verify(
     limit: int | None = typer.Option(None, "--limit", help="Check only the first N samples."),
 ) -> None:
     """Re-check a dataset: shard checksums, every answer re-derived from its meta, and the reward's round trip."""
-    from ssrl.dataset import SHARD_RECORD, committed_shards, iter_rows
+    from ssrl.dataset import committed_shards, iter_rows, record_key
     from ssrl.store import open_store
     from ssrl.tasks import get_task
     from ssrl.tasks.base import IMAGE_TOKEN
@@ -78,7 +78,7 @@ def verify(
     store = open_store(dataset)
     problems: list[str] = []
     for key in committed_shards(store):
-        rec = json.loads(store.read_bytes(SHARD_RECORD.format(int(key[6:11]))))
+        rec = json.loads(store.read_bytes(record_key(key)))
         if hashlib.sha256(store.read_bytes(key)).hexdigest() != rec["sha256"]:
             problems.append(f"{key}: sha256 differs from its commit record")
     checked = 0

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ssrl.dataset import SHARD_RECORD, committed_shards
+from ssrl.dataset import committed_shards, record_key
 from ssrl.errors import SSRLError
 from ssrl.store import open_store
 from ssrl.tasks.base import IMAGE_TOKEN
@@ -42,7 +42,7 @@ def local_shards(dataset_url: str, cache: Path) -> list[Path]:
     for key in keys:
         local = store.local_path(key)
         if local is None:
-            record = json.loads(store.read_bytes(SHARD_RECORD.format(int(key[6:11]))))
+            record = json.loads(store.read_bytes(record_key(key)))
             local = cache / "shards" / hashlib.sha256(store.url.encode()).hexdigest()[:16] / key
             if not (local.exists() and local.stat().st_size == record["bytes"]):
                 local.parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,6 @@ Raises ``ConfigError`` for every bad combination before a model is loaded.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import socket
 from dataclasses import dataclass, field
@@ -286,7 +285,3 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
     return {"global_step": trainer.state.global_step, "last": history[-1] if history else {},
             "run": run.url, "checkpoints": list_steps(run),
             "resumed_from": int(resume_from.name.split("-")[-1]) if resume_from else None}
-
-
-def dump(cfg: TrainConfig) -> str:
-    return json.dumps(to_dict(cfg), indent=1, sort_keys=True)
