@@ -17,7 +17,7 @@ $(VENV)/.installed-core: pyproject.toml | $(BIN)/python
 # torch from PyPI (a CUDA build that also runs on CPU) comes with the train extra; pip's cache serves reruns.
 # DeepSpeed builds from source after torch, with no ops compiled ahead (they JIT on first use).
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e ".[dev,s3,train]"
+	$(BIN)/pip install -q -e ".[dev,s3,train,k8s]"
 	DS_BUILD_OPS=0 $(BIN)/pip install -q "deepspeed>=0.19,<0.20"
 	touch $@
 

@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    .venv/bin/python bench/bench_store.py            # full run (~5 minutes on 2 cores)
+    .venv/bin/python bench/bench_store.py            # full run (~3-4 minutes on 2 cores)
     .venv/bin/python bench/bench_store.py --quick    # smoke run (~1 minute)
 
 Starts its own MinIO (built by ``scripts/tools.sh minio``) on a free loopback port with a temporary data
@@ -85,7 +85,7 @@ class Settings:
             return cls(3, 8, 4, {**ckpt, **SMALL_CHECKPOINT_FILES}, (64, 256), 5, 4)
         ckpt = {"model-00001-of-00002.safetensors": 200, "model-00002-of-00002.safetensors": 100,
                 "optimizer.pt": 300}
-        return cls(3, 32, 8, {**ckpt, **SMALL_CHECKPOINT_FILES}, (256, 1024), 16, 4)
+        return cls(5, 32, 8, {**ckpt, **SMALL_CHECKPOINT_FILES}, (256, 1024), 16, 4)
 
 
 #: The small files of a Hugging Face checkpoint folder, with roughly their real sizes (Qwen2.5-VL), in MiB.

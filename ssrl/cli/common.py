@@ -32,13 +32,16 @@ def report_error(e: BaseException) -> int:
             console.print(f"  - {p}", markup=False)
         return EXIT_CONFIG
     if isinstance(e, RejectError):
-        console.print(f"[bold red]bad input[/bold red] (--strict): {e}", markup=False)
+        console.print("[bold red]bad input[/bold red] (--strict):", end=" ")
+        console.print(str(e), markup=False)
         return EXIT_INPUT
     if isinstance(e, StoreError):
-        console.print(f"[bold red]store error[/bold red]: {e}", markup=False)
+        console.print("[bold red]store error[/bold red]:", end=" ")
+        console.print(str(e), markup=False)
         return EXIT_STORE
     if isinstance(e, SSRLError):
-        console.print(f"[bold red]error[/bold red]: {e}", markup=False)
+        console.print("[bold red]error[/bold red]:", end=" ")
+        console.print(str(e), markup=False)
         return EXIT_FAILURE
     console.print("[bold red]internal error[/bold red]", end=" ")
     console.print(f"({type(e).__name__}): {e}", markup=False)

@@ -1,0 +1,469 @@
+"""Kubernetes objects for ``ssrl submit``: the chart's generator Job and trainer PyTorchJob, built in Python.
+
+The builders are pure (no cluster access): they turn a :class:`SubmitConfig` into the client libraries'
+model objects, the same shape as ``helm/ssrl/templates/`` (pinned images, non-root read-only containers that
+drop every capability, resources, ``/tmp`` and ``HOME`` emptyDirs, a memory-backed ``/dev/shm`` for the
+trainer, store credentials only through ``secretKeyRef``). :func:`to_yaml` prints what ``kubectl apply -f``
+accepts; :func:`submit` creates an object in the configured cluster.
+
+Needs the ``k8s`` extra (``kubernetes``, ``kubeflow-training``).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ssrl.errors import ConfigError, SSRLError
+
+CONTAINER_HOME = "/home/ssrl"
+TRAIN_CONFIG_DIR = "/etc/ssrl"
+TRAIN_CONFIG_KEY = "train.yaml"
+PYTORCHJOB_PORT = 23456
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_MAX_NAME = 50  # room for the "-generate" / "-train" suffixes and the pods' own suffixes (as the chart)
+
+
+def _resources(requests: dict[str, Any], limits: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {"requests": dict(requests), "limits": dict(limits)}
+
+
+@dataclass
+class GenerateSpec:
+    """Sharded ``ssrl generate``: one pod per shard."""
+
+    inputs: list[str] = field(default_factory=lambda: ["s3://ssrl/sources/images"])
+    """Folders, globs, list files or store URLs (``--input``)."""
+    output: str = "s3://ssrl/tasks/main"
+    """Dataset URL (``--output``)."""
+    shards: int = 4
+    """Pods = shards (Job completions = parallelism; PyTorchJob Master + shards-1 Workers)."""
+    tasks: str = ""
+    """Comma-separated task names; empty runs every registered task."""
+    workers: int = 1
+    """Worker processes inside each pod (``--workers``)."""
+    extra_args: list[str] = field(default_factory=list)
+    """Extra ``ssrl generate`` arguments, e.g. ``["--set", "seed=7"]``."""
+    backoff_limit: int = 6
+    ttl_seconds_after_finished: int | None = 86400
+    resources: dict[str, Any] = field(
+        default_factory=lambda: _resources({"cpu": "1", "memory": "2Gi"}, {"cpu": "2", "memory": "4Gi"}))
+    node_selector: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.shards < 1:
+            problems.append(f"generate.shards must be at least 1, got {self.shards}")
+        if self.workers < 1:
+            problems.append(f"generate.workers must be at least 1, got {self.workers}")
+        if not self.inputs:
+            problems.append("generate.inputs: give at least one input")
+        if not self.output:
+            problems.append("generate.output: give the dataset URL")
+        if problems:
+            raise ConfigError(problems)
+
+
+@dataclass
+class TrainSpec:
+    """GRPO training as a Kubeflow PyTorchJob (``torchrun -m ssrl train ... --resume auto``)."""
+
+    config_map: str = ""
+    """Name of an existing ConfigMap with a ``train.yaml`` key, mounted at /etc/ssrl (``--config``)."""
+    config_path: str = ""
+    """Otherwise: a TrainConfig YAML path inside the trainer image; empty: no ``--config``."""
+    model: str = "s3://ssrl/models/base"
+    dataset: str = "s3://ssrl/tasks/main"
+    output: str = "s3://ssrl/checkpoints/main"
+    workers: int = 0
+    """Worker replicas besides the Master (nodes = 1 + workers)."""
+    gpus_per_node: int = 1
+    """nvidia.com/gpu per pod; 0 runs on CPU."""
+    nproc_per_node: int = 1
+    """Processes per pod (the operator's PET_NPROC_PER_NODE for torchrun)."""
+    extra_args: list[str] = field(default_factory=list)
+    shm_size: str = "16Gi"
+    backoff_limit: int = 3
+    resources: dict[str, Any] = field(
+        default_factory=lambda: _resources({"cpu": "4", "memory": "32Gi"}, {"cpu": "8", "memory": "64Gi"}))
+    node_selector: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.config_map and self.config_path:
+            problems.append("train: give config_map or config_path, not both")
+        if self.workers < 0:
+            problems.append(f"train.workers must be >= 0, got {self.workers}")
+        if self.gpus_per_node < 0:
+            problems.append(f"train.gpus_per_node must be >= 0, got {self.gpus_per_node}")
+        if self.nproc_per_node < 1:
+            problems.append(f"train.nproc_per_node must be at least 1, got {self.nproc_per_node}")
+        if problems:
+            raise ConfigError(problems)
+
+
+@dataclass
+class SubmitConfig:
+    """Where and how ``ssrl submit`` runs the generator and the trainer; YAML < flags < ``--set``."""
+
+    name: str = "ssrl"
+    """Prefix of the object names: ``<name>-generate``, ``<name>-train``."""
+    namespace: str = "default"
+    image_generator: str = "ghcr.io/ssrl/ssrl-generator:0.1.0"
+    image_trainer: str = "ghcr.io/ssrl/ssrl-trainer:0.1.0"
+    image_pull_policy: str = "IfNotPresent"
+    image_pull_secrets: list[str] = field(default_factory=list)
+    service_account: str = ""
+    """ServiceAccount for the pods; empty: the namespace's default, without a mounted token."""
+    store_endpoint: str = ""
+    """S3 endpoint (SSRL_S3_ENDPOINT); empty: the S3 client's default (AWS)."""
+    store_secret: str = "ssrl-store"
+    """Secret holding the store credentials; empty: none passed (e.g. workload identity)."""
+    store_access_key_key: str = "AWS_ACCESS_KEY_ID"
+    store_secret_key_key: str = "AWS_SECRET_ACCESS_KEY"
+    run_as_user: int = 10001
+    generate: GenerateSpec = field(default_factory=GenerateSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+
+    def __post_init__(self) -> None:
+        problems = []
+        for label, value in (("name", self.name), ("namespace", self.namespace)):
+            if not _NAME.match(value or "") or len(value) > (_MAX_NAME if label == "name" else 63):
+                problems.append(f"{label} {value!r} must be a DNS label (lower-case letters, digits, '-'; "
+                                f"at most {_MAX_NAME if label == 'name' else 63} characters)")
+        for label, image in (("image_generator", self.image_generator), ("image_trainer", self.image_trainer)):
+            problem = image_problem(image)
+            if problem:
+                problems.append(f"{label}: {problem}")
+        if self.image_pull_policy not in ("Always", "IfNotPresent", "Never"):
+            problems.append(f"image_pull_policy must be Always, IfNotPresent or Never, got {self.image_pull_policy!r}")
+        if self.run_as_user == 0:
+            problems.append("run_as_user must not be 0 (pods run as non-root)")
+        if problems:
+            raise ConfigError(problems)
+
+
+def require_clients() -> None:
+    """SSRLError with the install hint when the ``k8s`` extra is missing."""
+    try:
+        import kubeflow.training  # noqa: F401
+        import kubernetes  # noqa: F401
+    except ImportError as e:
+        raise SSRLError(f"ssrl submit needs the k8s extra ({e.name} is not installed): "
+                        "pip install 'ssrl[k8s]'") from None
+
+
+def image_problem(image: str) -> str | None:
+    """Why ``image`` is not pinned (a tag other than ``latest``, or a digest), or None."""
+    if "@sha256:" in image:
+        return None
+    name, _, tag = image.rpartition(":")
+    if not name or "/" in tag or not tag:
+        return f"{image!r} has no tag; pin one (e.g. :0.1.0)"
+    if tag == "latest":
+        return f"{image!r} uses 'latest'; pin a tag"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# shared pieces
+
+
+def _labels(cfg: SubmitConfig, component: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "ssrl", "app.kubernetes.io/instance": cfg.name,
+            "app.kubernetes.io/component": component, "app.kubernetes.io/managed-by": "ssrl-submit",
+            "app.kubernetes.io/part-of": "ssrl"}
+
+
+def _store_env(cfg: SubmitConfig) -> list:
+    from kubernetes import client
+
+    env = []
+    if cfg.store_endpoint:
+        env.append(client.V1EnvVar(name="SSRL_S3_ENDPOINT", value=cfg.store_endpoint))
+    if cfg.store_secret:
+        for var, key in (("AWS_ACCESS_KEY_ID", cfg.store_access_key_key),
+                         ("AWS_SECRET_ACCESS_KEY", cfg.store_secret_key_key)):
+            ref = client.V1SecretKeySelector(name=cfg.store_secret, key=key)
+            env.append(client.V1EnvVar(name=var, value_from=client.V1EnvVarSource(secret_key_ref=ref)))
+    env.append(client.V1EnvVar(name="HOME", value=CONTAINER_HOME))
+    return env
+
+
+def _security(cfg: SubmitConfig) -> tuple:
+    from kubernetes import client
+
+    pod = client.V1PodSecurityContext(
+        run_as_non_root=True, run_as_user=cfg.run_as_user, run_as_group=cfg.run_as_user, fs_group=cfg.run_as_user,
+        seccomp_profile=client.V1SeccompProfile(type="RuntimeDefault"))
+    container = client.V1SecurityContext(
+        run_as_non_root=True, allow_privilege_escalation=False, read_only_root_filesystem=True, privileged=False,
+        capabilities=client.V1Capabilities(drop=["ALL"]))
+    return pod, container
+
+
+def _scratch() -> tuple[list, list]:
+    from kubernetes import client
+
+    mounts = [client.V1VolumeMount(name="tmp", mount_path="/tmp"),
+              client.V1VolumeMount(name="home", mount_path=CONTAINER_HOME)]
+    volumes = [client.V1Volume(name="tmp", empty_dir=client.V1EmptyDirVolumeSource()),
+               client.V1Volume(name="home", empty_dir=client.V1EmptyDirVolumeSource())]
+    return mounts, volumes
+
+
+def _quantities(resources: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Requests/limits with every quantity as a string (``cpu: 2`` -> ``"2"``)."""
+    out: dict[str, dict[str, str]] = {}
+    for part in ("requests", "limits"):
+        values = resources.get(part) or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"resources.{part} must be a mapping, got {values!r}")
+        out[part] = {str(k): str(v) for k, v in values.items()}
+    unknown = set(resources) - {"requests", "limits"}
+    if unknown:
+        raise ConfigError(f"resources: unknown keys {sorted(unknown)} (use requests, limits)")
+    return out
+
+
+def _pod_spec(cfg: SubmitConfig, container, volumes: list, node_selector: dict[str, str], restart: str | None,
+              token: bool):
+    from kubernetes import client
+
+    pod_security, _ = _security(cfg)
+    return client.V1PodSpec(
+        restart_policy=restart,
+        service_account_name=cfg.service_account or None,
+        automount_service_account_token=token,
+        image_pull_secrets=[client.V1LocalObjectReference(name=s) for s in cfg.image_pull_secrets] or None,
+        security_context=pod_security,
+        node_selector=dict(node_selector) or None,
+        containers=[container],
+        volumes=volumes,
+    )
+
+
+def generate_args(cfg: SubmitConfig) -> list[str]:
+    """``ssrl generate`` arguments for one shard's pod (the shard comes from the environment)."""
+    g = cfg.generate
+    args = ["generate"]
+    for item in g.inputs:
+        args += ["--input", item]
+    args += ["--output", g.output]
+    if g.tasks:
+        args += ["--tasks", g.tasks]
+    args += ["--workers", str(g.workers), "--quiet", *g.extra_args]
+    return args
+
+
+def _generate_container(cfg: SubmitConfig, name: str, env_extra: list):
+    from kubernetes import client
+
+    mounts, _ = _scratch()
+    _, security = _security(cfg)
+    q = _quantities(cfg.generate.resources)
+    return client.V1Container(
+        name=name, image=cfg.image_generator, image_pull_policy=cfg.image_pull_policy,
+        args=generate_args(cfg), env=[*env_extra, *_store_env(cfg)],
+        resources=client.V1ResourceRequirements(requests=q["requests"] or None, limits=q["limits"] or None),
+        security_context=security, volume_mounts=mounts)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# builders
+
+
+def build_generate_job(cfg: SubmitConfig):
+    """Indexed Job: completions = parallelism = shards; each pod takes JOB_COMPLETION_INDEX of SSRL_NUM_SHARDS."""
+    from kubernetes import client
+
+    g = cfg.generate
+    labels = _labels(cfg, "generate")
+    env = [client.V1EnvVar(name="SSRL_NUM_SHARDS", value=str(g.shards))]
+    container = _generate_container(cfg, "generate", env)
+    _, volumes = _scratch()
+    pod = _pod_spec(cfg, container, volumes, g.node_selector, "Never", token=False)
+    return client.V1Job(
+        api_version="batch/v1", kind="Job",
+        metadata=client.V1ObjectMeta(name=f"{cfg.name}-generate", namespace=cfg.namespace, labels=labels),
+        spec=client.V1JobSpec(
+            completion_mode="Indexed", completions=g.shards, parallelism=g.shards, backoff_limit=g.backoff_limit,
+            ttl_seconds_after_finished=g.ttl_seconds_after_finished,
+            template=client.V1PodTemplateSpec(metadata=client.V1ObjectMeta(labels=labels), spec=pod)))
+
+
+def _pytorchjob(cfg: SubmitConfig, name: str, component: str, template_for_role, replicas: dict[str, int],
+                nproc: int, backoff: int):
+    from kubeflow.training import (
+        KubeflowOrgV1PyTorchJob,
+        KubeflowOrgV1PyTorchJobSpec,
+        KubeflowOrgV1ReplicaSpec,
+        KubeflowOrgV1RunPolicy,
+    )
+    from kubernetes import client
+
+    specs = {role: KubeflowOrgV1ReplicaSpec(replicas=n, restart_policy="OnFailure", template=template_for_role())
+             for role, n in replicas.items() if n > 0}
+    return KubeflowOrgV1PyTorchJob(
+        api_version="kubeflow.org/v1", kind="PyTorchJob",
+        metadata=client.V1ObjectMeta(name=name, namespace=cfg.namespace, labels=_labels(cfg, component)),
+        spec=KubeflowOrgV1PyTorchJobSpec(
+            nproc_per_node=str(nproc),
+            run_policy=KubeflowOrgV1RunPolicy(backoff_limit=backoff, clean_pod_policy="None"),
+            pytorch_replica_specs=specs))
+
+
+def build_generate_pytorchjob(cfg: SubmitConfig):
+    """PyTorchJob with ``shards`` pods (Master + shards-1 Workers), one process each: RANK/WORLD_SIZE shard it."""
+    from kubernetes import client
+
+    g = cfg.generate
+    labels = _labels(cfg, "generate")
+
+    def template():
+        container = _generate_container(cfg, "pytorch", [])  # the operator requires the name "pytorch"
+        container.ports = [client.V1ContainerPort(name="pytorchjob-port", container_port=PYTORCHJOB_PORT,
+                                                  protocol="TCP")]
+        _, volumes = _scratch()
+        pod = _pod_spec(cfg, container, volumes, g.node_selector, None, token=False)
+        return client.V1PodTemplateSpec(metadata=client.V1ObjectMeta(labels=dict(labels)), spec=pod)
+
+    return _pytorchjob(cfg, f"{cfg.name}-generate", "generate", template,
+                       {"Master": 1, "Worker": g.shards - 1}, nproc=1, backoff=g.backoff_limit)
+
+
+def train_args(cfg: SubmitConfig) -> list[str]:
+    """Arguments after ``torchrun``: ``-m ssrl train ... --resume auto``."""
+    t = cfg.train
+    args = ["-m", "ssrl", "train"]
+    if t.config_map:
+        args += ["--config", f"{TRAIN_CONFIG_DIR}/{TRAIN_CONFIG_KEY}"]
+    elif t.config_path:
+        args += ["--config", t.config_path]
+    args += ["--resume", "auto"]
+    for flag, value in (("--model", t.model), ("--dataset", t.dataset), ("--output", t.output)):
+        if value:
+            args += [flag, value]
+    return [*args, *t.extra_args]
+
+
+def build_train_pytorchjob(cfg: SubmitConfig):
+    """The trainer: ``torchrun -m ssrl train --config ... --resume auto`` on 1 + workers pods."""
+    from kubernetes import client
+
+    t = cfg.train
+    name = f"{cfg.name}-train"
+    labels = _labels(cfg, "train")
+    q = _quantities(copy.deepcopy(t.resources))
+    if t.gpus_per_node > 0:
+        for part in ("requests", "limits"):
+            q[part]["nvidia.com/gpu"] = str(t.gpus_per_node)
+
+    def template():
+        mounts, volumes = _scratch()
+        if t.config_map:
+            mounts.append(client.V1VolumeMount(name="config", mount_path=TRAIN_CONFIG_DIR, read_only=True))
+            volumes.append(client.V1Volume(name="config", config_map=client.V1ConfigMapVolumeSource(name=t.config_map)))
+        mounts.append(client.V1VolumeMount(name="dshm", mount_path="/dev/shm"))
+        volumes.append(client.V1Volume(name="dshm", empty_dir=client.V1EmptyDirVolumeSource(
+            medium="Memory", size_limit=t.shm_size)))
+        env = [*_store_env(cfg), client.V1EnvVar(name="SSRL_PYTORCHJOB_NAME", value=name),
+               client.V1EnvVar(name="POD_NAMESPACE", value_from=client.V1EnvVarSource(
+                   field_ref=client.V1ObjectFieldSelector(field_path="metadata.namespace")))]
+        _, security = _security(cfg)
+        container = client.V1Container(
+            name="pytorch", image=cfg.image_trainer, image_pull_policy=cfg.image_pull_policy,
+            command=["torchrun"], args=train_args(cfg), env=env,
+            ports=[client.V1ContainerPort(name="pytorchjob-port", container_port=PYTORCHJOB_PORT, protocol="TCP")],
+            resources=client.V1ResourceRequirements(requests=q["requests"] or None, limits=q["limits"] or None),
+            security_context=security, volume_mounts=mounts)
+        # A token only with a named ServiceAccount: rank 0 may then annotate its own PyTorchJob with progress.
+        pod = _pod_spec(cfg, container, volumes, t.node_selector, None, token=bool(cfg.service_account))
+        return client.V1PodTemplateSpec(metadata=client.V1ObjectMeta(labels=dict(labels)), spec=pod)
+
+    return _pytorchjob(cfg, name, "train", template, {"Master": 1, "Worker": t.workers},
+                       nproc=t.nproc_per_node, backoff=t.backoff_limit)
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """The object as plain API data (camelCase keys, no nulls), as the API server and kubectl expect."""
+    from kubernetes.client import ApiClient
+
+    return ApiClient().sanitize_for_serialization(obj)
+
+
+def to_yaml(obj: Any) -> str:
+    """YAML for ``kubectl apply -f``."""
+    import yaml
+
+    return yaml.safe_dump(to_dict(obj), sort_keys=False, default_flow_style=False)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# submission
+
+
+def cluster_configuration():
+    """kubeconfig (``KUBECONFIG`` or ``~/.kube/config``) or the in-cluster service account, else SSRLError."""
+    import os
+
+    from kubernetes import client, config
+
+    # Read KUBECONFIG / HOME now: the client library reads them once, when it is imported.
+    config_file = os.environ.get("KUBECONFIG") or os.path.join(os.path.expanduser("~"), ".kube", "config")
+    try:
+        config.load_kube_config(config_file=config_file)
+    except Exception as kube_error:  # ConfigException, or a missing/unreadable file
+        try:
+            config.load_incluster_config()
+        except Exception:
+            reason = str(kube_error).strip().splitlines()[0] if str(kube_error).strip() else type(kube_error).__name__
+            raise SSRLError(f"no Kubernetes cluster is configured (no usable kubeconfig: {reason}; not running "
+                            "in a cluster); set KUBECONFIG or use --dry-run to print the YAML") from None
+    return client.Configuration.get_default_copy()
+
+
+def submit(obj: Any, namespace: str) -> str:
+    """Create ``obj`` (a V1Job or a PyTorchJob) in the cluster; returns ``kind/namespace/name``."""
+    import urllib3
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    configuration = cluster_configuration()
+    kind, name = obj.kind, obj.metadata.name
+    what = f"creating {kind} {namespace}/{name} failed"
+    try:
+        if kind == "Job":
+            client.BatchV1Api(client.ApiClient(configuration)).create_namespaced_job(namespace, obj)
+        else:
+            from kubeflow.training import TrainingClient
+
+            TrainingClient(client_configuration=configuration, namespace=namespace,
+                           job_kind="PyTorchJob").create_job(job=obj, namespace=namespace)
+    except Exception as e:  # one line whatever went wrong; TrainingClient wraps the API's error in RuntimeError
+        cause = e
+        while not isinstance(cause, ApiException | urllib3.exceptions.HTTPError) and (
+                cause.__cause__ or cause.__context__):
+            cause = cause.__cause__ or cause.__context__
+        if isinstance(cause, ApiException):
+            raise SSRLError(f"{what}: {cause.status} {cause.reason}{_api_message(cause)}") from None
+        if isinstance(cause, urllib3.exceptions.HTTPError):
+            reason = getattr(cause, "reason", None) or cause
+            raise SSRLError(f"{what}: cannot reach the Kubernetes API server at {configuration.host} "
+                            f"({type(reason).__name__})") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise SSRLError(f"{what} ({type(e).__name__}): {first}") from None
+    return f"{kind}/{namespace}/{name}"
+
+
+def _api_message(e: Any) -> str:
+    """The API server's own message from an ApiException body (Status object), if any."""
+    import json
+
+    try:
+        message = json.loads(e.body or "{}").get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return f": {message}" if message else ""

@@ -1,0 +1,293 @@
+"""``ssrl submit``: the generated Job / PyTorchJobs validate, follow the chart's policies and call real commands.
+
+Core kinds validate with ``kubernetes-validate`` (1.31, strict); PyTorchJobs with the Training Operator's CRD
+from ``../shared/crds`` (skipped when absent). Nothing here needs a cluster.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytest.importorskip("kubernetes")
+pytest.importorskip("kubeflow.training")
+
+from typer.testing import CliRunner
+
+from ssrl.cli.submit_cmd import submit_app
+from ssrl.errors import ConfigError
+from ssrl.jobs import (
+    SubmitConfig,
+    build_generate_job,
+    build_generate_pytorchjob,
+    build_train_pytorchjob,
+    image_problem,
+    to_dict,
+)
+
+CRDS = Path(os.environ.get("SSRL_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "crds"
+K8S_VERSION = "1.31"
+
+CASES = {
+    "generate-job": ["generate", "--kind", "job"],
+    "generate-pytorchjob": ["generate", "--kind", "pytorchjob"],
+    "train": ["train"],
+}
+EXTRA = ["--set", "store_endpoint=http://minio.store.svc:9000"]
+
+
+def dry_run(args: list[str]) -> dict:
+    result = CliRunner().invoke(submit_app, [*args, "--dry-run"])
+    assert result.exit_code == 0, result.output
+    docs = list(yaml.safe_load_all(result.stdout))
+    assert len(docs) == 1 and isinstance(docs[0], dict)
+    return docs[0]
+
+
+@functools.cache
+def rendered(case: str) -> dict:
+    return dry_run([*CASES[case], *EXTRA])
+
+
+def pod_specs(obj: dict) -> list[tuple[str, dict]]:
+    if obj["kind"] == "PyTorchJob":
+        return [(role, r["template"]["spec"]) for role, r in obj["spec"]["pytorchReplicaSpecs"].items()]
+    return [("pod", obj["spec"]["template"]["spec"])]
+
+
+@functools.cache
+def pytorchjob_schema() -> dict:
+    path = CRDS / "kubeflow.org_pytorchjobs.yaml"
+    if not path.is_file():
+        pytest.skip(f"no PyTorchJob CRD at {path} (set SSRL_SHARED)")
+    crd = yaml.safe_load(path.read_text())
+    return next(v for v in crd["spec"]["versions"] if v["name"] == "v1")["schema"]["openAPIV3Schema"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# schema validation
+
+
+def test_generate_job_validates():
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    job = rendered("generate-job")
+    assert (job["apiVersion"], job["kind"]) == ("batch/v1", "Job")
+    try:
+        kubernetes_validate.validate(job, K8S_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as e:
+        pytest.fail(f"{e.message} at {list(e.path)}")
+    spec = job["spec"]
+    assert spec["completionMode"] == "Indexed" and spec["completions"] == spec["parallelism"] == 4
+    env = {e["name"]: e for e in spec["template"]["spec"]["containers"][0]["env"]}
+    assert env["SSRL_NUM_SHARDS"]["value"] == "4"
+    assert env["SSRL_S3_ENDPOINT"]["value"] == "http://minio.store.svc:9000"
+    assert spec["template"]["spec"]["restartPolicy"] == "Never"
+
+
+@pytest.mark.parametrize("case", ["generate-pytorchjob", "train"])
+def test_pytorchjobs_match_crd(case):
+    jsonschema = pytest.importorskip("jsonschema")
+    job = rendered(case)
+    assert (job["apiVersion"], job["kind"]) == ("kubeflow.org/v1", "PyTorchJob")
+    errors = sorted(jsonschema.Draft7Validator(pytorchjob_schema()).iter_errors(job), key=str)
+    assert not errors, [e.message for e in errors][:5]
+    for role, spec in job["spec"]["pytorchReplicaSpecs"].items():
+        assert role in ("Master", "Worker") and spec["restartPolicy"] == "OnFailure"
+        assert spec["template"]["spec"]["containers"][0]["name"] == "pytorch"
+
+
+def test_replica_counts_and_shapes():
+    ptj = dry_run(["generate", "--kind", "pytorchjob", "--shards", "3"])
+    specs = ptj["spec"]["pytorchReplicaSpecs"]
+    assert specs["Master"]["replicas"] == 1 and specs["Worker"]["replicas"] == 2
+    assert ptj["spec"]["nprocPerNode"] == "1"  # WORLD_SIZE = pods = shards, RANK = shard index
+    one = dry_run(["generate", "--kind", "pytorchjob", "--shards", "1"])
+    assert list(one["spec"]["pytorchReplicaSpecs"]) == ["Master"]
+
+    train = dry_run(["train", "--workers", "2", "--gpus-per-node", "8", "--nproc-per-node", "8",
+                     "--config-map", "my-train", "--name", "exp1", "-n", "ml"])
+    assert train["metadata"] == {**train["metadata"], "name": "exp1-train", "namespace": "ml"}
+    assert train["spec"]["nprocPerNode"] == "8"
+    assert train["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 2
+    pod = train["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == "8"
+    assert c["command"] == ["torchrun"] and c["args"][:5] == ["-m", "ssrl", "train", "--config", "/etc/ssrl/train.yaml"]
+    assert c["args"][5:7] == ["--resume", "auto"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["config"]["configMap"]["name"] == "my-train"
+    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "16Gi"}
+    mounts = {m["mountPath"] for m in c["volumeMounts"]}
+    assert {"/dev/shm", "/tmp", "/etc/ssrl"} <= mounts
+
+    cpu = dry_run(["train", "--gpus-per-node", "0", "--set", "train.config_path=/app/examples/train-demo.yaml"])
+    c = cpu["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
+    assert "nvidia.com/gpu" not in c["resources"]["limits"]
+    assert c["args"][3:5] == ["--config", "/app/examples/train-demo.yaml"]
+
+
+def test_config_file_flags_and_set_precedence(tmp_path):
+    cfg = tmp_path / "submit.yaml"
+    cfg.write_text(yaml.safe_dump({"name": "fromfile", "generate": {"shards": 2, "inputs": ["s3://b/in"],
+                                                                     "tasks": "depth"}}))
+    job = dry_run(["generate", "-c", str(cfg), "--shards", "5", "--set", "generate.tasks=shuffle"])
+    assert job["metadata"]["name"] == "fromfile-generate"
+    assert job["spec"]["completions"] == 5
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--tasks") + 1] == "shuffle"
+    assert args[args.index("--input") + 1] == "s3://b/in"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# policies
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_policies(case):
+    obj = rendered(case)
+    for role, pod in pod_specs(obj):
+        where = f"{case}/{role}"
+        assert pod["securityContext"]["runAsNonRoot"] is True, where
+        assert pod["securityContext"]["runAsUser"] != 0, where
+        for c in pod["containers"]:
+            sc = c["securityContext"]
+            assert sc["runAsNonRoot"] and sc["readOnlyRootFilesystem"], where
+            assert sc["allowPrivilegeEscalation"] is False and sc["privileged"] is False, where
+            assert sc["capabilities"]["drop"] == ["ALL"], where
+            assert c["resources"]["requests"] and c["resources"]["limits"], where
+            assert image_problem(c["image"]) is None, where
+            assert ":" in c["image"].rsplit("/", 1)[-1] and not c["image"].endswith(":latest"), where
+            mounts = {m["mountPath"] for m in c["volumeMounts"]}
+            assert "/tmp" in mounts, where  # writable scratch on a read-only root
+            env = {e["name"]: e for e in c["env"]}
+            for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+                assert set(env[var]) == {"name", "valueFrom"}, where
+                assert env[var]["valueFrom"]["secretKeyRef"]["name"] == "ssrl-store", where
+            for e in c["env"]:  # no credential is ever inline
+                if any(k in e["name"] for k in ("SECRET", "PASSWORD", "TOKEN", "ACCESS_KEY")):
+                    assert "value" not in e, (where, e["name"])
+
+
+def test_secret_key_names_configurable():
+    job = dry_run(["generate", "--set", "store_secret=creds", "--set", "store_access_key_key=user",
+                   "--set", "store_secret_key_key=pass"])
+    env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"] == {"name": "creds", "key": "user"}
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "creds", "key": "pass"}
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("image_generator=ghcr.io/ssrl/ssrl-generator:latest", "latest"),
+    ("image_trainer=ghcr.io/ssrl/ssrl-trainer", "no tag"),
+    ("name=Bad_Name", "DNS label"),
+    ("generate.shards=0", "at least 1"),
+    ("run_as_user=0", "non-root"),
+    ("shards=3", "unknown field shards"),
+])
+def test_bad_config_is_refused(override, needle):
+    result = CliRunner().invoke(submit_app, ["generate", "--dry-run", "--set", override])
+    assert result.exit_code == 2, result.output
+    assert needle in result.output and "Traceback" not in result.output
+
+
+def test_builders_are_pure_objects():
+    cfg = SubmitConfig()
+    job, ptj, train = build_generate_job(cfg), build_generate_pytorchjob(cfg), build_train_pytorchjob(cfg)
+    from kubeflow.training import KubeflowOrgV1PyTorchJob
+    from kubernetes.client import V1Job
+
+    assert isinstance(job, V1Job)
+    assert isinstance(ptj, KubeflowOrgV1PyTorchJob) and isinstance(train, KubeflowOrgV1PyTorchJob)
+    assert to_dict(train)["spec"]["runPolicy"] == {"backoffLimit": 3, "cleanPodPolicy": "None"}
+    with pytest.raises(ConfigError):
+        SubmitConfig(train=type(cfg.train)(config_map="a", config_path="b"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the generated commands exist
+
+
+def _options(sub: str) -> set[str]:
+    import typer
+
+    from ssrl.cli import app
+
+    command = typer.main.get_command(app).commands[sub]
+    return {opt for p in command.params for opt in (*p.opts, *p.secondary_opts)}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_commands_name_real_subcommands_and_flags(case):
+    obj = rendered(case)
+    for _, pod in pod_specs(obj):
+        c = pod["containers"][0]
+        args = list(c["args"])
+        if c.get("command"):  # torchrun -m ssrl <sub> ...
+            assert c["command"] == ["torchrun"] and args[:2] == ["-m", "ssrl"]
+            args = args[2:]
+        sub, flags = args[0], [a for a in args[1:] if a.startswith("-")]
+        known = _options(sub)
+        assert flags and set(flags) <= known, (sub, set(flags) - known)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_subcommand_help_lists_flags(case):
+    c = pod_specs(rendered(case))[0][1]["containers"][0]
+    args = c["args"][2:] if c.get("command") else c["args"]
+    exe = Path(sys.executable).with_name("ssrl")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "ssrl"]
+    proc = subprocess.run([*cmd, args[0], "--help"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 0, proc.stderr
+    for flag in (a for a in args[1:] if a.startswith("--")):
+        assert flag in proc.stdout, flag
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# submitting without a cluster
+
+
+@pytest.mark.parametrize("args", [["generate"], ["generate", "--kind", "pytorchjob"], ["train"]])
+def test_submit_without_cluster_is_one_clear_line(args, tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing" / "config"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_PORT", raising=False)
+    result = CliRunner().invoke(submit_app, args)
+    assert result.exit_code == 1, result.output
+    assert "no Kubernetes cluster is configured" in result.output
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+FAKE_KUBECONFIG = """\
+apiVersion: v1
+kind: Config
+clusters: [{name: fake, cluster: {server: "http://127.0.0.1:1"}}]
+contexts: [{name: fake, context: {cluster: fake, user: u}}]
+current-context: fake
+users: [{name: u, user: {token: not-a-secret}}]
+"""
+
+
+@pytest.fixture
+def fake_cluster(tmp_path, monkeypatch):
+    path = tmp_path / "kubeconfig"
+    path.write_text(FAKE_KUBECONFIG)
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    return path
+
+
+def test_submit_unreachable_server_is_one_line(fake_cluster):
+    for args in (["generate"], ["train"]):
+        result = CliRunner().invoke(submit_app, args)
+        assert result.exit_code == 1, result.output
+        assert "cannot reach the Kubernetes API server at http://127.0.0.1:1" in result.output
+        assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
