@@ -3,11 +3,12 @@
 Run from the repository root::
 
     .venv/bin/python bench/bench_store.py            # full run (~3-4 minutes on 2 cores)
-    .venv/bin/python bench/bench_store.py --quick    # smoke run (~1 minute)
+    .venv/bin/python bench/bench_store.py --quick    # smoke run (~1-1.5 minutes)
 
 Starts its own MinIO (built by ``scripts/tools.sh minio``) on a free loopback port with a temporary data
 folder, then measures (1) dataset and (2) checkpoint upload/download throughput of ssrl against raw
-``fput_object`` / ``fget_object`` of the same files, and (3) the peak memory of moving one big file. Prints
+``fput_object`` / ``fget_object`` of the same files (plus a diagnostic ssrl run without its sha256 passes, to
+split the gap), and (3) the peak memory of moving one big file. Prints
 tables and writes ``bench/results/store.json`` (git-ignored). See ``bench/README.md`` for what every number
 means.
 """
@@ -60,9 +61,11 @@ SSRL = "ssrl"
 NO_HASH = "ssrl without sha256"
 #: ssrl's defaults (S3Settings and upload_tree/pull_tree): the raw client gets the same, so only ssrl differs.
 THREADS = 4
-#: A timing during which other processes used more than this many cores is repeated, at most RETRIES times.
+#: A timing during which other processes used more than this many cores is repeated, at most RETRIES times,
+#: while the repeated timings add up to less than RETRY_BUDGET_S (so a busy machine cannot stretch the run).
 DISTURBED_CORES = 0.15
 RETRIES = 2
+RETRY_BUDGET_S = 60.0
 
 
 # ------------------------------------------------------------------------------------------ settings
@@ -159,8 +162,10 @@ class MinioServer:
         return Minio(f"127.0.0.1:{self.port}", ACCESS_KEY, SECRET_KEY, secure=False)
 
     def version(self) -> str:
+        """``minio --version``; a ``go install`` build says DEVELOPMENT.GOGET, so the pinned module version
+        (the cache folder's name, e.g. ``minio-v0.0.0-20260212201848-7aac2a2c5b7c``) is added."""
         out = subprocess.run([str(self.binary), "--version"], capture_output=True, text=True, check=False)
-        return " ".join(out.stdout.split()[:3]) or "unknown"
+        return f"{' '.join(out.stdout.split()[:3]) or 'unknown'} ({self.binary.parent.parent.name})"
 
     def start(self, timeout: float = 60.0) -> None:
         (self.data / "disk").mkdir(parents=True, exist_ok=True)
@@ -205,6 +210,7 @@ class Context:
     settings: Settings
     disturbed: int = 0
     """Timings thrown away and done again because other processes were busy meanwhile."""
+    retried_s: float = 0.0
 
     def clear(self, prefix: str) -> None:
         """Delete every object under ``prefix/`` (untimed housekeeping between repetitions)."""
@@ -237,10 +243,10 @@ def make_checkpoint(folder: Path, settings: Settings) -> Path:
     rng = np.random.default_rng(2)
     for name, mib in settings.checkpoint_mib.items():
         size = max(1, int(mib * MiB))
-        if name.endswith((".json", ".txt")):  # text-like files: JSON of the right size
+        if name.endswith((".json", ".txt")):  # text-like files: valid JSON padded to about the right size
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
-            body = json.dumps({"name": name, "pad": "x" * max(0, size - 40)})
-            (folder / name).write_text(body[:size - 1] + "}" if len(body) > size else body)
+            pad = max(0, size - len(json.dumps({"name": name, "pad": ""})))
+            (folder / name).write_text(json.dumps({"name": name, "pad": "x" * pad}))
         else:
             write_random(folder / name, size, rng)
     return folder
@@ -305,7 +311,8 @@ def compare(variants: dict[str, Callable[[str], object]], ctx: Context, what: st
 
     The order of the variants rotates from one repetition to the next, so none always runs first (on a cold
     server) or last; ``cleanup(target)`` runs untimed after each run. A run during which other processes
-    used more than ``DISTURBED_CORES`` is done again (at most ``RETRIES`` times; the last try is kept).
+    used more than ``DISTURBED_CORES`` is done again (at most ``RETRIES`` times, within ``RETRY_BUDGET_S``
+    for the whole benchmark; the last try is kept).
     """
     names = list(variants)
     runs: dict[str, list[Run]] = {name: [] for name in names}
@@ -316,9 +323,10 @@ def compare(variants: dict[str, Callable[[str], object]], ctx: Context, what: st
                 target = f"{''.join(c if c.isalnum() else '_' for c in name)}-{rep}-{attempt}"
                 run = timed(lambda name=name, target=target: variants[name](target), server)
                 cleanup(target)
-                if run.other_procs_cpu_s / run.wall_s <= DISTURBED_CORES:
+                if run.other_procs_cpu_s / run.wall_s <= DISTURBED_CORES or ctx.retried_s >= RETRY_BUDGET_S:
                     break
                 ctx.disturbed += 1
+                ctx.retried_s += run.wall_s
             runs[name].append(run)
         print(f"  {what} repetition {rep + 1}/{ctx.settings.repeats}: "
               + ", ".join(f"{n} {runs[n][-1].wall_s:.2f} s" for n in names), flush=True)

@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# GRPO trainer image: torch + torchvision (CUDA 12.8 wheels), .[s3,train], DeepSpeed, optional vLLM.
+# GRPO trainer image: torch + torchvision (CUDA 12.8 wheels), .[s3,train,k8s], DeepSpeed, optional vLLM.
 #   docker build -f docker/trainer.Dockerfile -t ssrl-trainer:0.1.0 .
 #   docker build -f docker/trainer.Dockerfile --build-arg VLLM_VERSION=0.12.0 -t ssrl-trainer:0.1.0-vllm .
 #
@@ -31,7 +31,7 @@ COPY ssrl ./ssrl
 # satisfied), then DeepSpeed exactly as the Makefile installs it.
 # hadolint ignore=DL3013
 RUN pip install --no-cache-dir --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
-    && pip install --no-cache-dir ".[s3,train]" ninja \
+    && pip install --no-cache-dir ".[s3,train,k8s]" ninja \
     && DS_BUILD_OPS=0 pip install --no-cache-dir "deepspeed>=0.19,<0.20" \
     && if [ -n "${VLLM_VERSION}" ]; then \
          pip install --no-cache-dir "vllm==${VLLM_VERSION}" "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \

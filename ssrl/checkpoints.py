@@ -30,15 +30,18 @@ def list_steps(run: Store) -> list[int]:
 
 
 def latest_step(run: Store) -> int | None:
-    """The step the ``latest`` pointer names, if that step is committed; else the newest committed step."""
-    steps = list_steps(run)
+    """The step the ``latest`` pointer names, if that step is committed; else the newest committed step.
+
+    The pointer and one commit record are read first, so a run with hundreds of steps is not listed.
+    """
     if run.exists(LATEST):
         try:
             step = int(json.loads(run.read_bytes(LATEST))["step"])
         except (ValueError, KeyError, TypeError):
             step = None
-        if step in steps:
+        if step is not None and read_commit(run, step_prefix(step)) is not None:
             return step
+    steps = list_steps(run)
     return steps[-1] if steps else None
 
 
