@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
-import datetime as dt
 import hashlib
 import io
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -32,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import machine  # bench/machine.py, beside this script
 import numpy as np
 import PIL
 from PIL import Image
@@ -143,30 +142,11 @@ def machine_busy_s() -> float:
 
 
 def machine_info() -> dict[str, Any]:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import h5py
     import scipy
 
-    return {
-        "date": dt.datetime.now().isoformat(timespec="seconds"),
-        "cpu": model,
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "pillow": PIL.__version__,
-        "scipy": scipy.__version__,
-        "h5py": h5py.__version__,
-        "platform": platform.platform(),
-        "loadavg_at_start": os.getloadavg(),
-        "ssrl_sources_sha256": sources_digest(),
-    }
+    return {**machine.machine_info(numpy=np.__version__, pillow=PIL.__version__, scipy=scipy.__version__,
+                                   h5py=h5py.__version__), "ssrl_sources_sha256": sources_digest()}
 
 
 def sources_digest() -> str:

@@ -18,11 +18,9 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import contextlib
-import datetime as dt
 import hashlib
 import json
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -37,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import machine  # bench/machine.py, beside this script
 import minio
 import numpy as np
 import psutil
@@ -102,24 +101,7 @@ SMALL_CHECKPOINT_FILES: dict[str, float] = {
 
 # ------------------------------------------------------------------------------------------ machine
 def machine_info() -> dict[str, Any]:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "date": dt.datetime.now().isoformat(timespec="seconds"),
-        "cpu": model,
-        "cpu_count": os.cpu_count(),
-        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "python": platform.python_version(),
-        "minio_py": minio.__version__,
-        "platform": platform.platform(),
-        "loadavg_at_start": os.getloadavg(),
-    }
+    return machine.machine_info(minio_py=minio.__version__)
 
 
 def minio_binary() -> Path:
