@@ -3,7 +3,8 @@
 # every clone (~/.cache/ssrl-tools/<tool>-<version>/). A second run finds them and returns in milliseconds.
 #
 #   scripts/tools.sh            build everything, print the bin folders
-#   scripts/tools.sh minio      build one tool (minio, weed, helm)
+#   scripts/tools.sh minio      build one tool (minio, weed, helm, etcd, kube, training-operator, kwok)
+#   scripts/tools.sh cluster    build the cluster tier's servers (etcd, kube-*, training operator, KWOK)
 #   scripts/tools.sh --path     print a PATH fragment with every tool's bin folder
 set -euo pipefail
 
@@ -20,6 +21,16 @@ WEED_VERSION=v0.0.0-20261109003541-7506e5f91cd6
 # Helm renders and lints the chart in helm/ssrl (tests/test_deploy.py).
 HELM_MODULE=helm.sh/helm/v3/cmd/helm
 HELM_VERSION=v3.19.0
+# The cluster tier (tests/cluster): a real control plane on loopback. Kubernetes publishes its servers only
+# inside the k8s.io/kubernetes module, whose go.mod points its staging modules (k8s.io/api, ...) at
+# ./staging; a small build module of ours replaces them with the published tags of the same release.
+KUBE_VERSION=v1.34.2
+ETCD_VERSION=v3.6.16
+# The operator whose PyTorchJob CRD is in ../shared/crds (v1.9.0); KWOK stands in for GPU nodes' kubelets.
+TRAINING_OPERATOR_MODULE=github.com/kubeflow/training-operator/cmd/training-operator.v1
+TRAINING_OPERATOR_VERSION=v1.9.0
+KWOK_MODULE=sigs.k8s.io/kwok/cmd/kwok
+KWOK_VERSION=v0.7.0
 
 CACHE=${SSRL_TOOLS_CACHE:-$HOME/.cache/ssrl-tools}
 
@@ -55,15 +66,96 @@ build() { # name module version binary [package-in-module]
   echo "$dir"
 }
 
+# Builds main packages of modules that cannot be `go install`ed as they are (replace directives, no main at
+# the module root) from a generated build module under the cache: $1 name, $2 version, $3 go.mod body,
+# $4 main.go body or "", then the packages to build.
+build_module() {
+  local name=$1 version=$2 gomod=$3 main=$4 dir tmp pkg
+  shift 4
+  dir=$(bin_dir "$name" "$version")
+  if [ -f "$dir/.complete" ]; then
+    echo "$dir"
+    return
+  fi
+  command -v go >/dev/null || { echo "go is needed to build $name (apt-get install golang-go)" >&2; exit 1; }
+  echo "building $name $version from source (first time only; several minutes)..." >&2
+  tmp="$dir.tmp.$$"
+  rm -rf "$tmp" && mkdir -p "$tmp/src" "$tmp/bin"
+  printf '%s\n' "$gomod" >"$tmp/src/go.mod"
+  [ -n "$main" ] && printf '%s\n' "$main" >"$tmp/src/main.go"
+  # With a main.go, tidy resolves its imports; otherwise `go get` resolves each package's dependencies.
+  if ! (cd "$tmp/src" && export GOFLAGS= CGO_ENABLED=0 &&
+        if [ -n "$main" ]; then go mod tidy >&2; else go get "${@/%/@$version}" >&2; fi &&
+        go build -trimpath -ldflags "${LDFLAGS:-}" -o "$tmp/bin/" "$@" >&2); then
+    rm -rf "$tmp"
+    echo "building $name failed" >&2
+    exit 1
+  fi
+  rm -rf "$dir" && mkdir -p "$(dirname "$dir")" && mv "$tmp/bin" "$dir" && rm -rf "$tmp"
+  touch "$dir/.complete"
+  echo "$dir"
+}
+
+kube() {
+  local minor=${KUBE_VERSION#v1.} staging gomod
+  gomod="module ssrl.local/kubebuild
+go 1.24
+require k8s.io/kubernetes $KUBE_VERSION
+replace ("
+  for staging in api apiextensions-apiserver apimachinery apiserver cli-runtime client-go cloud-provider \
+      cluster-bootstrap code-generator component-base component-helpers controller-manager cri-api cri-client \
+      csi-translation-lib dynamic-resource-allocation endpointslice externaljwt kms kube-aggregator \
+      kube-controller-manager kube-proxy kube-scheduler kubectl kubelet metrics mount-utils \
+      pod-security-admission sample-apiserver sample-cli-plugin sample-controller; do
+    gomod+="
+  k8s.io/$staging => k8s.io/$staging v0.$minor"
+  done
+  gomod+="
+)"
+  # Stamp the version the servers report (helm checks charts' kubeVersion against it).
+  local v=k8s.io/component-base/version minor_num=${minor%%.*}
+  LDFLAGS="-X $v.gitVersion=$KUBE_VERSION -X $v.gitMajor=1 -X $v.gitMinor=$minor_num -X $v.gitTreeState=clean" \
+  build_module kubernetes "$KUBE_VERSION" "$gomod" "" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler
+}
+
+etcd() {
+  build_module etcd "$ETCD_VERSION" "module ssrl.local/etcd
+go 1.24
+require go.etcd.io/etcd/server/v3 $ETCD_VERSION" 'package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }' .
+}
+
 minio() { build minio "$MINIO_MODULE" "$MINIO_VERSION" minio; }
 weed() { build seaweedfs "$WEED_MODULE" "$WEED_VERSION" weed ./weed; }
 helm() { build helm "$HELM_MODULE" "$HELM_VERSION" helm; }
+training_operator() {
+  build training-operator "$TRAINING_OPERATOR_MODULE" "$TRAINING_OPERATOR_VERSION" training-operator.v1
+}
+kwok() { build kwok "$KWOK_MODULE" "$KWOK_VERSION" kwok; }
+cluster() { etcd; kube; training_operator; kwok; }
 
 case "${1:-all}" in
   minio) minio ;;
   weed|seaweedfs) weed ;;
   helm) helm ;;
-  all) minio; weed; helm ;;
-  --path) echo "$(bin_dir minio "$MINIO_VERSION"):$(bin_dir seaweedfs "$WEED_VERSION"):$(bin_dir helm "$HELM_VERSION")" ;;
-  *) echo "usage: $0 [minio|weed|helm|all|--path]" >&2; exit 2 ;;
+  etcd) etcd ;;
+  kube|kubernetes) kube ;;
+  training-operator) training_operator ;;
+  kwok) kwok ;;
+  cluster) cluster ;;
+  all) minio; weed; helm; cluster ;;
+  --path)
+    echo "$(bin_dir minio "$MINIO_VERSION"):$(bin_dir seaweedfs "$WEED_VERSION"):$(bin_dir helm "$HELM_VERSION"):$(
+      bin_dir etcd "$ETCD_VERSION"):$(bin_dir kubernetes "$KUBE_VERSION"):$(
+      bin_dir training-operator "$TRAINING_OPERATOR_VERSION"):$(bin_dir kwok "$KWOK_VERSION")" ;;
+  *) echo "usage: $0 [minio|weed|helm|etcd|kube|training-operator|kwok|cluster|all|--path]" >&2; exit 2 ;;
 esac

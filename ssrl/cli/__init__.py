@@ -11,7 +11,7 @@ import sys
 import typer
 
 from ssrl import __version__
-from ssrl.cli import common, data_cmds, generate_cmd, store_cmds, submit_cmd, train_cmd
+from ssrl.cli import common, data_cmds, eval_cmd, generate_cmd, store_cmds, submit_cmd, train_cmd
 
 app = typer.Typer(
     name="ssrl",
@@ -46,6 +46,7 @@ app.command("sft")(train_cmd.sft)
 app.command("tiny-model")(train_cmd.tiny_model)
 app.add_typer(store_cmds.store_app, name="store")
 app.add_typer(store_cmds.ckpt_app, name="ckpt")
+app.add_typer(eval_cmd.eval_app, name="eval")
 app.add_typer(submit_cmd.submit_app, name="submit")
 
 

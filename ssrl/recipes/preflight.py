@@ -14,7 +14,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ssrl.recipes.train_grpo import TrainConfig, load_model_and_processor, resolve_model, work_dir
+from ssrl.recipes.modeling import resolve_model
+from ssrl.recipes.train_grpo import TrainConfig, load_model_and_processor, work_dir
 
 out = Console(highlight=False)
 

@@ -106,16 +106,17 @@ def main(cfg: SFTRunConfig) -> dict[str, Any]:
 
     from ssrl.checkpoints import list_steps
     from ssrl.recipes.callbacks import StoreCheckpointCallback
-    from ssrl.recipes.train_grpo import TrainConfig, flag, load_model_and_processor, resolve_model, work_dir
+    from ssrl.recipes.modeling import load_model_and_processor, resolve_model
+    from ssrl.recipes.train_grpo import TrainConfig, flag, work_dir
     from ssrl.store import open_store
 
     rows = read_conversations(cfg.data)
     gpu = torch.cuda.is_available()
     scratch = work_dir(TrainConfig(output=cfg.output, work_dir=cfg.work_dir))
     scratch.mkdir(parents=True, exist_ok=True)
-    as_train = TrainConfig(min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels, bf16=cfg.bf16,
-                           trust_remote_code=cfg.trust_remote_code)
-    model, processor = load_model_and_processor(as_train, resolve_model(cfg.model, scratch), gpu)
+    model, processor = load_model_and_processor(resolve_model(cfg.model, scratch), min_pixels=cfg.min_pixels,
+                                                max_pixels=cfg.max_pixels, bf16=flag(cfg.bf16, gpu),
+                                                trust_remote_code=cfg.trust_remote_code)
     dataset = datasets.Dataset.from_list(rows).cast_column("images", datasets.Sequence(datasets.Image()))
     peft_config = None
     if cfg.lora_r:

@@ -151,31 +151,6 @@ def work_dir(cfg: TrainConfig) -> Path:
     return Path("~/.cache/ssrl/runs").expanduser() / cfg.output.rstrip("/").rsplit("/", 1)[-1]
 
 
-def resolve_model(location: str, cache: Path) -> str:
-    """A local folder for ``from_pretrained``: store URLs are pulled (checksums verified) once."""
-    if "://" not in location or location.startswith("file://"):
-        return location.removeprefix("file://")
-    from ssrl.checkpoints import pull_checkpoint
-    from ssrl.store import open_store
-    from ssrl.transfer import pull_tree, read_commit
-
-    store = open_store(location)
-    dest = cache / "models" / location.rstrip("/").rsplit("/", 1)[-1]
-    if read_commit(store, "") is not None:
-        pull_tree(store, "", dest)
-    else:
-        pull_checkpoint(store, dest)
-    return str(dest)
-
-
-def vision_token_ids(model_config: Any) -> list[int]:
-    """Special vision tokens a sampled completion must never contain: a stray ``<|vision_start|>`` makes
-    Qwen-VL's 3D positions count an image that has no features (random and early models do sample them)."""
-    names = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
-    ids = {getattr(model_config, n, None) for n in names}
-    return sorted(i for i in ids if isinstance(i, int))
-
-
 def build_grpo_args(cfg: TrainConfig, out_dir: Path, gpu: bool, suppress: list[int] | None = None) -> Any:
     from trl import GRPOConfig
 
@@ -209,26 +184,10 @@ def _has(module: str) -> bool:
 
 
 def load_model_and_processor(cfg: TrainConfig, path: str, gpu: bool) -> tuple[Any, Any]:
-    import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from ssrl.recipes.modeling import load_model_and_processor as load
 
-    # Left padding, as TRL needs when it batches prompts of different lengths (1- and 5-image tasks):
-    # right padding misaligns Qwen-VL's multimodal token types with the prompt ids.
-    processor = AutoProcessor.from_pretrained(path, trust_remote_code=cfg.trust_remote_code, padding_side="left",
-                                              truncation_side="left")
-    image_processor = getattr(processor, "image_processor", None)
-    if image_processor is not None:  # the paper's pixel range (Qwen-VL processors read it from `size`)
-        image_processor.size = {"shortest_edge": cfg.min_pixels, "longest_edge": cfg.max_pixels}
-        for attr in ("min_pixels", "max_pixels"):
-            if getattr(image_processor, attr, None) is not None:
-                setattr(image_processor, attr, None)
-    dtype = torch.bfloat16 if flag(cfg.bf16, gpu) else torch.float32
-    model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
-    if cfg.freeze_vision:
-        for name, param in model.named_parameters():
-            if "visual" in name or "vision_tower" in name:
-                param.requires_grad_(False)
-    return model, processor
+    return load(path, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels, bf16=flag(cfg.bf16, gpu),
+                trust_remote_code=cfg.trust_remote_code, freeze_vision=cfg.freeze_vision)
 
 
 def run_metadata(cfg: TrainConfig) -> dict[str, Any]:
@@ -246,6 +205,7 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
     from ssrl.checkpoints import latest_step, list_steps, pull_checkpoint
     from ssrl.recipes.callbacks import MetricsCallback, StoreCheckpointCallback, TaskAccuracy
     from ssrl.recipes.data import load_task_dataset
+    from ssrl.recipes.modeling import resolve_model, vision_token_ids
     from ssrl.rewards import AccuracyReward, get_reward
     from ssrl.store import open_store
 

@@ -1,0 +1,73 @@
+"""Where a model comes from and how it is loaded: shared by training, SFT, preflight and evaluation.
+
+A model location is a Hugging Face folder, a checkpoint run (``step-<n>/`` + ``latest``, local or in a
+store: the latest committed step is used) or a store URL of either. Loading always goes through
+``from_pretrained`` on a local folder, safetensors only, ``trust_remote_code`` off unless asked.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def resolve_model(location: str, cache: Path) -> str:
+    """A local folder for ``from_pretrained``: a run's latest committed step, or a store URL pulled once
+    (checksums verified)."""
+    from ssrl.checkpoints import latest_step, pull_checkpoint, step_prefix
+    from ssrl.errors import StoreError
+    from ssrl.store import open_store
+    from ssrl.transfer import pull_tree, read_commit
+
+    local = location.removeprefix("file://")
+    if "://" not in local:
+        if (Path(local) / "config.json").is_file() or not Path(local).is_dir():
+            return local  # a model folder (or a missing path: from_pretrained says what is wrong)
+        step = latest_step(open_store(local))
+        if step is None:
+            raise StoreError(f"{local} is neither a model folder (no config.json) nor a checkpoint run "
+                             "(no committed step-<n>/)")
+        return str(Path(local) / step_prefix(step))
+    store = open_store(location)
+    name = location.rstrip("/").rsplit("/", 1)[-1]
+    if read_commit(store, "") is not None:
+        dest = cache / "models" / name
+        pull_tree(store, "", dest)
+        return str(dest)
+    step = latest_step(store)
+    dest = cache / "models" / f"{name}-step-{step}"
+    pull_checkpoint(store, dest, step)
+    return str(dest)
+
+
+def vision_token_ids(model_config: Any) -> list[int]:
+    """Special vision tokens generated text must never contain: a stray ``<|vision_start|>`` makes
+    Qwen-VL's 3D positions count an image that has no features (random and early models do sample them)."""
+    names = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+    ids = {getattr(model_config, n, None) for n in names}
+    return sorted(i for i in ids if isinstance(i, int))
+
+
+def load_model_and_processor(path: str, *, min_pixels: int, max_pixels: int, bf16: bool = False,
+                             trust_remote_code: bool = False, freeze_vision: bool = False) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    # Left padding, as batched generation needs (TRL's rollouts and evaluation alike) when prompts differ in
+    # length: right padding misaligns Qwen-VL's multimodal token types with the prompt ids.
+    processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code, padding_side="left",
+                                              truncation_side="left")
+    image_processor = getattr(processor, "image_processor", None)
+    if image_processor is not None:  # the paper's pixel range (Qwen-VL processors read it from `size`)
+        image_processor.size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
+        for attr in ("min_pixels", "max_pixels"):
+            if getattr(image_processor, attr, None) is not None:
+                setattr(image_processor, attr, None)
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code,
+                                                        use_safetensors=True)
+    if freeze_vision:
+        for name, param in model.named_parameters():
+            if "visual" in name or "vision_tower" in name:
+                param.requires_grad_(False)
+    return model, processor
