@@ -1,4 +1,4 @@
-"""Kubernetes objects for ``ssrl submit``: the chart's generator Job and trainer PyTorchJob, built in Python.
+"""Kubernetes objects for ``ssrl submit``: the chart's generator Job, trainer PyTorchJob and eval Job, in Python.
 
 The builders are pure (no cluster access): they turn a :class:`SubmitConfig` into the client libraries'
 model objects, the same shape as ``helm/ssrl/templates/`` (pinned images, non-root read-only containers that
@@ -24,6 +24,10 @@ TRAIN_CONFIG_KEY = "train.yaml"
 PYTORCHJOB_PORT = 23456
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _MAX_NAME = 50  # room for the "-generate" / "-train" suffixes and the pods' own suffixes (as the chart)
+JOB_NAME_ENV = "SSRL_JOB_NAME"
+"""The trainer's own PyTorchJob (downward API: the operator's job-name pod label); see ``ssrl.k8s_jobs``."""
+JOB_NAMESPACE_ENV = "SSRL_JOB_NAMESPACE"
+PYTORCHJOB_NAME_LABEL = "training.kubeflow.org/job-name"
 
 
 def _resources(requests: dict[str, Any], limits: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -105,11 +109,51 @@ class TrainSpec:
 
 
 @dataclass
+class EvalSpec:
+    """``ssrl eval`` of models x benchmarks as one Job in the trainer image (torchrun ranks when gpus > 1)."""
+
+    models: list[str] = field(default_factory=lambda: ["base=s3://ssrl/models/base",
+                                                       "trained=s3://ssrl/checkpoints/main"])
+    """``name=location`` or ``location`` (``--model``): model folder, checkpoint run or store URL."""
+    benchmarks: list[str] = field(default_factory=lambda: ["s3://ssrl/tasks/heldout"])
+    """VLMEvalKit ``.tsv``, ``.jsonl`` or a generated task dataset (``--bench``)."""
+    output: str = "s3://ssrl/evals/main"
+    """Evaluation folder in the store (``--output``)."""
+    limit: int = 0
+    """Only the first N items of each benchmark (``--limit``); 0: all."""
+    gpus: int = 1
+    """nvidia.com/gpu of the pod; > 1 runs one rank per GPU under torchrun; 0 runs on CPU."""
+    extra_args: list[str] = field(default_factory=list)
+    """Extra ``ssrl eval`` arguments, e.g. ``["--batch-size", "16"]``."""
+    shm_size: str = "8Gi"
+    backoff_limit: int = 2
+    ttl_seconds_after_finished: int | None = 86400
+    resources: dict[str, Any] = field(
+        default_factory=lambda: _resources({"cpu": "4", "memory": "32Gi"}, {"cpu": "8", "memory": "64Gi"}))
+    node_selector: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.models:
+            problems.append("eval.models: give at least one model (name=location)")
+        if not self.benchmarks:
+            problems.append("eval.benchmarks: give at least one benchmark")
+        if not self.output:
+            problems.append("eval.output: give the evaluation folder URL")
+        if self.limit < 0:
+            problems.append(f"eval.limit must be >= 0, got {self.limit}")
+        if self.gpus < 0:
+            problems.append(f"eval.gpus must be >= 0, got {self.gpus}")
+        if problems:
+            raise ConfigError(problems)
+
+
+@dataclass
 class SubmitConfig:
     """Where and how ``ssrl submit`` runs the generator and the trainer; YAML < flags < ``--set``."""
 
     name: str = "ssrl"
-    """Prefix of the object names: ``<name>-generate``, ``<name>-train``."""
+    """Prefix of the object names: ``<name>-generate``, ``<name>-train``, ``<name>-eval``."""
     namespace: str = "default"
     image_generator: str = "ghcr.io/ssrl/ssrl-generator:0.1.0"
     image_trainer: str = "ghcr.io/ssrl/ssrl-trainer:0.1.0"
@@ -126,6 +170,7 @@ class SubmitConfig:
     run_as_user: int = 10001
     generate: GenerateSpec = field(default_factory=GenerateSpec)
     train: TrainSpec = field(default_factory=TrainSpec)
+    eval: EvalSpec = field(default_factory=EvalSpec)
 
     def __post_init__(self) -> None:
         problems = []
@@ -369,9 +414,7 @@ def build_train_pytorchjob(cfg: SubmitConfig):
         mounts.append(client.V1VolumeMount(name="dshm", mount_path="/dev/shm"))
         volumes.append(client.V1Volume(name="dshm", empty_dir=client.V1EmptyDirVolumeSource(
             medium="Memory", size_limit=t.shm_size)))
-        env = [*_store_env(cfg), client.V1EnvVar(name="SSRL_PYTORCHJOB_NAME", value=name),
-               client.V1EnvVar(name="POD_NAMESPACE", value_from=client.V1EnvVarSource(
-                   field_ref=client.V1ObjectFieldSelector(field_path="metadata.namespace")))]
+        env = [*_store_env(cfg), *_job_identity_env()]
         _, security = _security(cfg)
         container = client.V1Container(
             name="pytorch", image=cfg.image_trainer, image_pull_policy=cfg.image_pull_policy,
@@ -385,6 +428,65 @@ def build_train_pytorchjob(cfg: SubmitConfig):
 
     return _pytorchjob(cfg, name, "train", template, {"Master": 1, "Worker": t.workers},
                        nproc=t.nproc_per_node, backoff=t.backoff_limit)
+
+
+def _job_identity_env() -> list:
+    """SSRL_JOB_NAME / SSRL_JOB_NAMESPACE from the pod itself, so rank 0 can annotate its PyTorchJob."""
+    from kubernetes import client
+
+    def field_env(name: str, path: str):
+        return client.V1EnvVar(name=name, value_from=client.V1EnvVarSource(
+            field_ref=client.V1ObjectFieldSelector(field_path=path)))
+
+    return [field_env(JOB_NAME_ENV, f"metadata.labels['{PYTORCHJOB_NAME_LABEL}']"),
+            field_env(JOB_NAMESPACE_ENV, "metadata.namespace")]
+
+
+def eval_command(cfg: SubmitConfig) -> tuple[list[str] | None, list[str]]:
+    """(command, args) of the eval container: the image's ``ssrl`` entrypoint, or torchrun for several GPUs."""
+    e = cfg.eval
+    args = ["eval"]
+    for model in e.models:
+        args += ["--model", model]
+    for bench in e.benchmarks:
+        args += ["--bench", bench]
+    args += ["--output", e.output]
+    if e.limit:
+        args += ["--limit", str(e.limit)]
+    args += list(e.extra_args)
+    if e.gpus > 1:
+        return ["torchrun"], ["--standalone", "--nproc-per-node", str(e.gpus), "-m", "ssrl", *args]
+    return None, args
+
+
+def build_eval_job(cfg: SubmitConfig):
+    """``ssrl eval`` (models x benchmarks -> report in the store) as one Job with the trainer image."""
+    from kubernetes import client
+
+    e = cfg.eval
+    labels = _labels(cfg, "eval")
+    q = _quantities(copy.deepcopy(e.resources))
+    if e.gpus > 0:
+        for part in ("requests", "limits"):
+            q[part]["nvidia.com/gpu"] = str(e.gpus)
+    mounts, volumes = _scratch()
+    mounts.append(client.V1VolumeMount(name="dshm", mount_path="/dev/shm"))
+    volumes.append(client.V1Volume(name="dshm", empty_dir=client.V1EmptyDirVolumeSource(
+        medium="Memory", size_limit=e.shm_size)))
+    command, args = eval_command(cfg)
+    _, security = _security(cfg)
+    container = client.V1Container(
+        name="eval", image=cfg.image_trainer, image_pull_policy=cfg.image_pull_policy, command=command, args=args,
+        env=_store_env(cfg),
+        resources=client.V1ResourceRequirements(requests=q["requests"] or None, limits=q["limits"] or None),
+        security_context=security, volume_mounts=mounts)
+    pod = _pod_spec(cfg, container, volumes, e.node_selector, "Never", token=False)
+    return client.V1Job(
+        api_version="batch/v1", kind="Job",
+        metadata=client.V1ObjectMeta(name=f"{cfg.name}-eval", namespace=cfg.namespace, labels=labels),
+        spec=client.V1JobSpec(
+            backoff_limit=e.backoff_limit, ttl_seconds_after_finished=e.ttl_seconds_after_finished,
+            template=client.V1PodTemplateSpec(metadata=client.V1ObjectMeta(labels=labels), spec=pod)))
 
 
 def to_dict(obj: Any) -> dict[str, Any]:
@@ -405,7 +507,7 @@ def to_yaml(obj: Any) -> str:
 # submission
 
 
-def cluster_configuration():
+def cluster_configuration(hint: str = "set KUBECONFIG or use --dry-run to print the YAML"):
     """kubeconfig (``KUBECONFIG`` or ``~/.kube/config``) or the in-cluster service account, else SSRLError."""
     import os
 
@@ -421,7 +523,7 @@ def cluster_configuration():
         except Exception:
             reason = str(kube_error).strip().splitlines()[0] if str(kube_error).strip() else type(kube_error).__name__
             raise SSRLError(f"no Kubernetes cluster is configured (no usable kubeconfig: {reason}; not running "
-                            "in a cluster); set KUBECONFIG or use --dry-run to print the YAML") from None
+                            "in a cluster); " + hint) from None
     return client.Configuration.get_default_copy()
 
 

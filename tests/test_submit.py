@@ -1,4 +1,4 @@
-"""``ssrl submit``: the generated Job / PyTorchJobs validate, follow the chart's policies and call real commands.
+"""``ssrl submit``: the generated Jobs / PyTorchJobs validate, follow the chart's policies and call real commands.
 
 Core kinds validate with ``kubernetes-validate`` (1.31, strict); PyTorchJobs with the Training Operator's CRD
 from ``../shared/crds`` (skipped when absent). Nothing here needs a cluster.
@@ -24,6 +24,7 @@ from ssrl.cli.submit_cmd import submit_app
 from ssrl.errors import ConfigError
 from ssrl.jobs import (
     SubmitConfig,
+    build_eval_job,
     build_generate_job,
     build_generate_pytorchjob,
     build_train_pytorchjob,
@@ -38,6 +39,9 @@ CASES = {
     "generate-job": ["generate", "--kind", "job"],
     "generate-pytorchjob": ["generate", "--kind", "pytorchjob"],
     "train": ["train"],
+    "eval": ["eval"],
+    "eval-multigpu": ["eval", "--gpus", "2", "-m", "base=s3://b/models/base", "-m", "s3://b/checkpoints/run",
+                      "-b", "s3://b/bench/cv-bench.tsv", "-b", "s3://b/tasks/heldout", "--limit", "50"],
 }
 EXTRA = ["--set", "store_endpoint=http://minio.store.svc:9000"]
 
@@ -74,20 +78,69 @@ def pytorchjob_schema() -> dict:
 # schema validation
 
 
-def test_generate_job_validates():
+def ssrl_args(c: dict) -> list[str]:
+    """What follows ``ssrl`` in a container: its args, or after ``torchrun ... -m ssrl``."""
+    if not c.get("command"):
+        return list(c["args"])
+    assert c["command"] == ["torchrun"], c["command"]
+    i = c["args"].index("-m")
+    assert c["args"][i + 1] == "ssrl"
+    return c["args"][i + 2:]
+
+
+@pytest.mark.parametrize("case", ["generate-job", "eval", "eval-multigpu"])
+def test_jobs_validate(case):
     kubernetes_validate = pytest.importorskip("kubernetes_validate")
-    job = rendered("generate-job")
+    job = rendered(case)
     assert (job["apiVersion"], job["kind"]) == ("batch/v1", "Job")
     try:
         kubernetes_validate.validate(job, K8S_VERSION, strict=True)
     except kubernetes_validate.ValidationError as e:
         pytest.fail(f"{e.message} at {list(e.path)}")
-    spec = job["spec"]
+
+
+def test_generate_job_shape():
+    spec = rendered("generate-job")["spec"]
     assert spec["completionMode"] == "Indexed" and spec["completions"] == spec["parallelism"] == 4
     env = {e["name"]: e for e in spec["template"]["spec"]["containers"][0]["env"]}
     assert env["SSRL_NUM_SHARDS"]["value"] == "4"
     assert env["SSRL_S3_ENDPOINT"]["value"] == "http://minio.store.svc:9000"
     assert spec["template"]["spec"]["restartPolicy"] == "Never"
+
+
+def test_eval_job_shape():
+    job = rendered("eval")
+    assert job["metadata"]["name"] == "ssrl-eval"
+    assert job["metadata"]["labels"]["app.kubernetes.io/component"] == "eval"
+    pod = job["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
+    assert c["image"] == SubmitConfig().image_trainer and "command" not in c  # the image's `ssrl` entrypoint
+    assert c["args"] == ["eval", "--model", "base=s3://ssrl/models/base", "--model", "trained=s3://ssrl/checkpoints/main",
+                         "--bench", "s3://ssrl/tasks/heldout", "--output", "s3://ssrl/evals/main"]
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert {"/tmp", "/home/ssrl", "/dev/shm"} <= {m["mountPath"] for m in c["volumeMounts"]}
+
+    multi = rendered("eval-multigpu")["spec"]["template"]["spec"]["containers"][0]
+    assert multi["command"] == ["torchrun"] and multi["args"][:6] == ["--standalone", "--nproc-per-node", "2", "-m",
+                                                                         "ssrl", "eval"]
+    args = ssrl_args(multi)
+    assert args[args.index("--limit") + 1] == "50" and args.count("--model") == 2 and args.count("--bench") == 2
+    assert multi["resources"]["requests"]["nvidia.com/gpu"] == "2"
+
+    cpu = dry_run(["eval", "--gpus", "0", "--name", "exp1", "-n", "ml", "--set", "eval.extra_args=[--batch-size, '4']"])
+    c = cpu["spec"]["template"]["spec"]["containers"][0]
+    assert (cpu["metadata"]["name"], cpu["metadata"]["namespace"]) == ("exp1-eval", "ml")
+    assert "nvidia.com/gpu" not in c["resources"]["limits"] and c["args"][-2:] == ["--batch-size", "4"]
+
+
+def test_trainer_knows_its_own_pytorchjob():
+    """SSRL_JOB_NAME / SSRL_JOB_NAMESPACE come from the pod (downward API), for the progress annotation."""
+    for spec in rendered("train")["spec"]["pytorchReplicaSpecs"].values():
+        env = {e["name"]: e for e in spec["template"]["spec"]["containers"][0]["env"]}
+        assert env["SSRL_JOB_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == \
+            "metadata.labels['training.kubeflow.org/job-name']"
+        assert env["SSRL_JOB_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
 
 
 @pytest.mark.parametrize("case", ["generate-pytorchjob", "train"])
@@ -187,6 +240,7 @@ def test_secret_key_names_configurable():
     ("image_trainer=ghcr.io/ssrl/ssrl-trainer", "no tag"),
     ("name=Bad_Name", "DNS label"),
     ("generate.shards=0", "at least 1"),
+    ("eval.models=[]", "at least one model"),
     ("run_as_user=0", "non-root"),
     ("shards=3", "unknown field shards"),
 ])
@@ -199,6 +253,7 @@ def test_bad_config_is_refused(override, needle):
 def test_builders_are_pure_objects():
     cfg = SubmitConfig()
     job, ptj, train = build_generate_job(cfg), build_generate_pytorchjob(cfg), build_train_pytorchjob(cfg)
+    assert isinstance(build_eval_job(cfg), type(job))
     from kubeflow.training import KubeflowOrgV1PyTorchJob
     from kubernetes.client import V1Job
 
@@ -226,11 +281,7 @@ def _options(sub: str) -> set[str]:
 def test_commands_name_real_subcommands_and_flags(case):
     obj = rendered(case)
     for _, pod in pod_specs(obj):
-        c = pod["containers"][0]
-        args = list(c["args"])
-        if c.get("command"):  # torchrun -m ssrl <sub> ...
-            assert c["command"] == ["torchrun"] and args[:2] == ["-m", "ssrl"]
-            args = args[2:]
+        args = ssrl_args(pod["containers"][0])  # torchrun [...] -m ssrl <sub> ...
         sub, flags = args[0], [a for a in args[1:] if a.startswith("-")]
         known = _options(sub)
         assert flags and set(flags) <= known, (sub, set(flags) - known)
@@ -239,7 +290,7 @@ def test_commands_name_real_subcommands_and_flags(case):
 @pytest.mark.parametrize("case", list(CASES))
 def test_subcommand_help_lists_flags(case):
     c = pod_specs(rendered(case))[0][1]["containers"][0]
-    args = c["args"][2:] if c.get("command") else c["args"]
+    args = ssrl_args(c)
     exe = Path(sys.executable).with_name("ssrl")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "ssrl"]
     proc = subprocess.run([*cmd, args[0], "--help"], capture_output=True, text=True, timeout=120,
@@ -253,7 +304,7 @@ def test_subcommand_help_lists_flags(case):
 # submitting without a cluster
 
 
-@pytest.mark.parametrize("args", [["generate"], ["generate", "--kind", "pytorchjob"], ["train"]])
+@pytest.mark.parametrize("args", [["generate"], ["generate", "--kind", "pytorchjob"], ["train"], ["eval"]])
 def test_submit_without_cluster_is_one_clear_line(args, tmp_path, monkeypatch):
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing" / "config"))
     monkeypatch.setenv("HOME", str(tmp_path))
@@ -286,7 +337,7 @@ def fake_cluster(tmp_path, monkeypatch):
 
 
 def test_submit_unreachable_server_is_one_line(fake_cluster):
-    for args in (["generate"], ["train"]):
+    for args in (["generate"], ["train"], ["eval"]):
         result = CliRunner().invoke(submit_app, args)
         assert result.exit_code == 1, result.output
         assert "cannot reach the Kubernetes API server at http://127.0.0.1:1" in result.output

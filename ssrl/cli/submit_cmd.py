@@ -1,4 +1,4 @@
-"""``ssrl submit generate|train``: run the generator or the trainer on Kubernetes (or print the YAML).
+"""``ssrl submit generate|train|eval``: run the generator, trainer or evaluation on Kubernetes (or print the YAML).
 
 Configuration is :class:`ssrl.jobs.SubmitConfig`: YAML file (``--config``) < flags < ``--set key=value``.
 """
@@ -15,7 +15,7 @@ from ssrl.config import load_config
 from ssrl.errors import ConfigError, SSRLError
 
 submit_app = typer.Typer(
-    help="Run sharded generation or GRPO training on Kubernetes (Indexed Job / Kubeflow PyTorchJob).",
+    help="Run sharded generation, GRPO training or evaluation on Kubernetes (Job / Kubeflow PyTorchJob).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -24,7 +24,7 @@ submit_app = typer.Typer(
 
 _CONFIG = typer.Option(None, "--config", "-c", help="YAML file of SubmitConfig fields (ssrl.jobs).")
 _SET = typer.Option(None, "--set", "-s", help="Override any field: key=value, e.g. train.workers=3.")
-_NAME = typer.Option(None, "--name", help="Object name prefix (<name>-generate, <name>-train).")
+_NAME = typer.Option(None, "--name", help="Object name prefix (<name>-generate, <name>-train, <name>-eval).")
 _NAMESPACE = typer.Option(None, "--namespace", "-n", help="Kubernetes namespace.")
 _DRY_RUN = typer.Option(False, "--dry-run", help="Print the YAML (for kubectl apply -f) and submit nothing.")
 
@@ -106,5 +106,31 @@ def train(
         from ssrl.jobs import build_train_pytorchjob
 
         _finish(build_train_pytorchjob(cfg), cfg.namespace, dry_run)
+    except SSRLError as e:
+        raise typer.Exit(report_error(e)) from None
+
+
+@submit_app.command("eval")
+def evaluate(
+    config: Path | None = _CONFIG,
+    overrides: list[str] | None = _SET,
+    name: str | None = _NAME,
+    namespace: str | None = _NAMESPACE,
+    models: list[str] | None = typer.Option(None, "--model", "-m", help="name=location (repeatable)."),
+    benchmarks: list[str] | None = typer.Option(None, "--bench", "-b", help=".tsv, .jsonl or dataset (repeatable)."),
+    output: str | None = typer.Option(None, "--output", "-o", help="Evaluation folder URL."),
+    limit: int | None = typer.Option(None, "--limit", help="Only the first N items of each benchmark."),
+    gpus: int | None = typer.Option(None, "--gpus", help="GPUs of the pod (> 1: one torchrun rank each; 0: CPU)."),
+    image: str | None = typer.Option(None, "--image", help="Trainer image (pinned tag)."),
+    dry_run: bool = _DRY_RUN,
+) -> None:
+    """`ssrl eval` of models x benchmarks as a Job; the report is committed to --output."""
+    try:
+        cfg = _config(config, overrides, {"name": name, "namespace": namespace, "image_trainer": image}, "eval",
+                      {"models": models or None, "benchmarks": benchmarks or None, "output": output, "limit": limit,
+                       "gpus": gpus})
+        from ssrl.jobs import build_eval_job
+
+        _finish(build_eval_job(cfg), cfg.namespace, dry_run)
     except SSRLError as e:
         raise typer.Exit(report_error(e)) from None
