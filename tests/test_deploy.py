@@ -260,7 +260,7 @@ def test_helm_default_objects():
     for expected in [("StatefulSet", "r-ssrl-minio"), ("Service", "r-ssrl-minio"), ("Secret", "r-ssrl-store"),
                      ("Job", "r-ssrl-bucket-init"), ("Job", "r-ssrl-generate"), ("PyTorchJob", "r-ssrl-train"),
                      ("ConfigMap", "r-ssrl-train"), ("ServiceAccount", "r-ssrl"), ("Role", "r-ssrl-train"),
-                     ("RoleBinding", "r-ssrl-train"), ("Pod", "r-ssrl-test-store")]:
+                     ("RoleBinding", "r-ssrl-train"), ("Pod", "r-ssrl-test-store"), ("Job", "r-ssrl-eval")]:
         assert expected in kinds, expected
     by = {(o["kind"], o["metadata"]["name"]): o for o in objs}
     gen = by["Job", "r-ssrl-generate"]["spec"]
@@ -279,6 +279,19 @@ def test_helm_default_objects():
     assert role["rules"] == [{"apiGroups": ["kubeflow.org"], "resources": ["pytorchjobs"],
                               "resourceNames": ["r-ssrl-train"], "verbs": ["get", "patch"]}]
     assert not any(o["kind"] == "NetworkPolicy" for o in objs)
+    ev = by["Job", "r-ssrl-eval"]["spec"]["template"]["spec"]
+    c = ev["containers"][0]
+    assert "command" not in c and c["image"] == "ghcr.io/ssrl/ssrl-trainer:0.1.0"
+    assert c["args"] == ["eval", "--model", "base=s3://ssrl/models/base", "--model",
+                         "trained=s3://ssrl/checkpoints/main", "--bench", "s3://ssrl/tasks/heldout",
+                         "--output", "s3://ssrl/evals/main"]
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == 1 and ev["automountServiceAccountToken"] is False
+
+
+def test_helm_eval_off_by_default():
+    out = run([helm(), "template", "r", CHART, "--kube-version", "1.31.0"])
+    assert out.returncode == 0, out.stderr
+    assert not [o for o in load_docs(out.stdout) if o["metadata"]["name"].endswith("-eval")]
 
 
 def test_helm_external_minio():
@@ -312,6 +325,12 @@ def test_helm_multinode():
         assert {"name": "dshm", "mountPath": "/dev/shm"} in c["volumeMounts"]
     gen = next(o for o in objs if o["kind"] == "Job" and o["metadata"]["name"].endswith("generate"))
     assert gen["spec"]["completions"] == gen["spec"]["parallelism"] == 64
+    ev = next(o for o in objs if o["kind"] == "Job" and o["metadata"]["name"].endswith("-eval"))
+    c = ev["spec"]["template"]["spec"]["containers"][0]
+    assert c["command"] == ["torchrun"] and c["args"][:6] == ["--standalone", "--nproc-per-node", "8", "-m", "ssrl",
+                                                              "eval"]
+    assert c["args"].count("--bench") == 2 and c["args"][c["args"].index("--limit") + 1] == "500"
+    assert c["resources"]["requests"]["nvidia.com/gpu"] == 8
 
 
 def test_helm_notes_numbered(tmp_path):
@@ -442,12 +461,41 @@ def test_manifest_commands_exist(source):
             seen += 1
             words = [argv[0]]
             text = ssrl_help(*words)
-            if "Commands" in text and len(argv) > 1:  # a group: store, ckpt
+            if "Commands" in text and len(argv) > 1 and not argv[1].startswith("-"):  # a group: store, ckpt
                 words.append(argv[1])
                 text = ssrl_help(*words)
             for flag in (a for a in argv if a.startswith("--")):
                 assert re.search(rf"{re.escape(flag)}\b", text), f"{where}: ssrl {' '.join(words)} has no {flag}"
     assert seen
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_eval_jobs_run_ssrl_eval(source):
+    """The eval Job runs `ssrl eval` (not the `ssrl verify` stand-in) with models, benchmarks and an output."""
+    evals = [o for o in rendered(source) if o["kind"] == "Job" and o["metadata"]["name"].endswith("-eval")]
+    if source != "helm:external-minio-values.yaml":
+        assert evals, "no eval Job rendered"
+    for obj in evals:
+        for where, _, c in containers(obj):
+            argv = ssrl_argv(c)
+            assert argv and argv[0] == "eval", (where, argv)
+            assert {"--model", "--bench", "--output"} <= set(argv), (where, argv)
+            assert "ssrl-trainer" in c["image"], where
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_trainer_may_annotate_only_its_pytorchjob(source):
+    """Rank 0 finds its PyTorchJob from the downward API; the Role allows get/patch on that object alone."""
+    objs = rendered(source)
+    train = next(o for o in objs if o["kind"] == "PyTorchJob" and o["metadata"]["name"].endswith("-train"))
+    for where, _, c in containers(train):
+        env = {e["name"]: e for e in c.get("env", [])}
+        assert env["SSRL_JOB_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == \
+            "metadata.labels['training.kubeflow.org/job-name']", where
+        assert env["SSRL_JOB_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace", where
+    role = next(o for o in objs if o["kind"] == "Role" and o["metadata"]["name"].endswith("-train"))
+    assert role["rules"] == [{"apiGroups": ["kubeflow.org"], "resources": ["pytorchjobs"],
+                              "resourceNames": [train["metadata"]["name"]], "verbs": ["get", "patch"]}]
 
 
 # ---------------------------------------------------------------------------------------------------------------
