@@ -11,7 +11,7 @@ import sys
 import typer
 
 from ssrl import __version__
-from ssrl.cli import common, data_cmds, eval_cmd, generate_cmd, store_cmds, submit_cmd, train_cmd
+from ssrl.cli import common, data_cmds, eval_cmd, generate_cmd, jobs_cmd, store_cmds, submit_cmd, train_cmd
 
 app = typer.Typer(
     name="ssrl",
@@ -48,6 +48,7 @@ app.add_typer(store_cmds.store_app, name="store")
 app.add_typer(store_cmds.ckpt_app, name="ckpt")
 app.add_typer(eval_cmd.eval_app, name="eval")
 app.add_typer(submit_cmd.submit_app, name="submit")
+app.add_typer(jobs_cmd.jobs_app, name="jobs")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,17 +1,27 @@
-"""Trainer callbacks: checkpoints into the store, a JSONL metrics log, per-task accuracy."""
+"""Trainer callbacks: checkpoints into the store, a JSONL metrics log, per-task accuracy, job progress."""
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import threading
+import time
 from collections import defaultdict
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
 from ssrl.checkpoints import prune_checkpoints, save_checkpoint
+from ssrl.k8s_jobs import build_progress
 from ssrl.store import open_store
+
+log = logging.getLogger(__name__)
+JOB_NAME_ENV, JOB_NAMESPACE_ENV = "SSRL_JOB_NAME", "SSRL_JOB_NAMESPACE"
+PROGRESS_INTERVAL_ENV = "SSRL_PROGRESS_INTERVAL"
+"""Seconds between two progress annotations (default 30)."""
 
 
 class TaskAccuracy:
@@ -66,3 +76,82 @@ class StoreCheckpointCallback(TrainerCallback):
             run.put_file("metrics.jsonl", metrics)
         if self.keep:
             prune_checkpoints(run, self.keep)
+
+
+class JobProgressCallback(TrainerCallback):
+    """Rank 0 records step, reward and per-task accuracy on its own PyTorchJob, for ``ssrl jobs status``.
+
+    Active only when the pod knows its job (``SSRL_JOB_NAME`` and ``SSRL_JOB_NAMESPACE`` or ``POD_NAMESPACE``, set
+    through the downward API by ``ssrl submit``, the chart and k8s/). At most one annotation per ``interval``
+    seconds (the last one at the end of training), sent from a background thread so training never waits on the
+    API server; a failure is logged once and never raised.
+    """
+
+    def __init__(self, name: str, namespace: str, interval: float = 30.0,
+                 patch: Callable[[str, str, dict[str, Any]], None] | None = None):
+        self.name, self.namespace, self.interval = name, namespace, interval
+        self.active = bool(name and namespace)
+        self._patch = patch
+        self._last_sent = float("-inf")
+        self._latest: dict[str, Any] = {}
+        self._pending: dict[str, Any] | None = None
+        self._thread: threading.Thread | None = None
+        self._warned = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> JobProgressCallback:
+        """From SSRL_JOB_NAME, SSRL_JOB_NAMESPACE (or POD_NAMESPACE), SSRL_PROGRESS_INTERVAL; inactive without them."""
+        env = os.environ if env is None else env
+        try:
+            interval = float(env.get(PROGRESS_INTERVAL_ENV) or 30)
+        except ValueError:
+            interval = 30.0
+        return cls(env.get(JOB_NAME_ENV, ""), env.get(JOB_NAMESPACE_ENV) or env.get("POD_NAMESPACE", ""), interval)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+        if not self.active or not state.is_world_process_zero or logs is None:
+            return
+        latest = build_progress(state.global_step, state.max_steps, logs)
+        # A log without reward (e.g. the end-of-training summary) keeps the last reward; accuracy merges per task.
+        latest["accuracy"] = {**self._latest.get("accuracy", {}), **latest.get("accuracy", {})}
+        self._latest = {**self._latest, **{k: v for k, v in latest.items() if v != {}}}
+        self._pending = dict(self._latest)
+        if time.monotonic() - self._last_sent >= self.interval:
+            self._send()
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if not self.active or not state.is_world_process_zero:
+            return
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+        if self._pending is not None:
+            self._send(wait=15)
+
+    def _send(self, wait: float | None = None) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return  # the previous patch is still under way; the pending progress goes with the next log
+        progress, self._pending = self._pending, None
+        self._last_sent = time.monotonic()
+        self._thread = threading.Thread(target=self._patch_quietly, args=(progress,), daemon=True,
+                                        name="ssrl-job-progress")
+        self._thread.start()
+        if wait:
+            self._thread.join(timeout=wait)
+
+    def _patch_quietly(self, progress: dict[str, Any]) -> None:
+        try:
+            if self._patch is None:
+                from ssrl.k8s_jobs import annotate_progress, api_client
+
+                try:
+                    api = api_client()
+                except Exception:
+                    self.active = False  # no cluster configuration: nothing to retry
+                    raise
+                self._patch = lambda name, namespace, p: annotate_progress(name, namespace, p, api=api)
+            self._patch(self.name, self.namespace, progress)
+        except Exception as e:  # progress is best effort: training goes on
+            if not self._warned:
+                self._warned = True
+                log.warning("cannot record progress on PyTorchJob %s/%s (%s); training goes on",
+                            self.namespace, self.name, e)

@@ -203,7 +203,7 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
     from trl import GRPOTrainer
 
     from ssrl.checkpoints import latest_step, list_steps, pull_checkpoint
-    from ssrl.recipes.callbacks import MetricsCallback, StoreCheckpointCallback, TaskAccuracy
+    from ssrl.recipes.callbacks import JobProgressCallback, MetricsCallback, StoreCheckpointCallback, TaskAccuracy
     from ssrl.recipes.data import load_task_dataset
     from ssrl.recipes.modeling import resolve_model, vision_token_ids
     from ssrl.rewards import AccuracyReward, get_reward
@@ -239,6 +239,7 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
                           processing_class=processor, peft_config=peft_config)
     trainer.callback_handler.callbacks.insert(0, MetricsCallback(scratch / "trainer" / "metrics.jsonl", accuracy))
     trainer.add_callback(StoreCheckpointCallback(cfg.output, cfg.keep_checkpoints, run_metadata(cfg)))
+    trainer.add_callback(JobProgressCallback.from_env())  # progress annotation on its PyTorchJob, in a cluster
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     # The Trainer saves at the last step too (save_strategy=steps), so the final state is committed.
     history = [h for h in trainer.state.log_history if "loss" in h or "reward" in h]
