@@ -1,21 +1,19 @@
 # syntax=docker/dockerfile:1
-# GRPO trainer image: torch + torchvision (CUDA 12.8 wheels), .[s3,train,k8s], DeepSpeed, optional vLLM.
+# GRPO trainer / evaluator image: the package with the Makefile's extras (.[s3,train,k8s], torch and torchvision
+# from PyPI, as `make test` installs them), DeepSpeed, optional vLLM.
 #   docker build -f docker/trainer.Dockerfile -t ssrl-trainer:0.1.0 .
 #   docker build -f docker/trainer.Dockerfile --build-arg VLLM_VERSION=0.12.0 -t ssrl-trainer:0.1.0-vllm .
 #
-# Base: NVIDIA's CUDA *devel* image, not the runtime one and not pytorch/pytorch. DeepSpeed is installed
-# with DS_BUILD_OPS=0 (as the Makefile does), so its ops (FusedAdam, CPU Adam for offload...) compile
-# just in time on first use and need nvcc + headers at run time; torch's own CUDA libraries come from
-# the cu128 wheels, so torch and torchvision always match each other and the index they came from.
-# The pytorch/pytorch images ship conda Python and their own torch, which pip would then fight with.
+# torch comes from PyPI exactly as in the test setup, so the image runs the torch the suite ran; PyPI's Linux
+# wheels bundle their CUDA runtime (13.0 for torch 2.13) as nvidia-* packages. The base is NVIDIA's CUDA *devel*
+# image of that CUDA major: DeepSpeed is installed with DS_BUILD_OPS=0 (as the Makefile does), so its ops
+# (FusedAdam, CPU Adam for offload...) compile just in time on first use with nvcc + headers, which must match
+# torch's CUDA major; the build checks it. When PyPI's torch moves to a new CUDA major, bump CUDA_IMAGE.
 
-ARG CUDA_IMAGE=nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04
+ARG CUDA_IMAGE=nvidia/cuda:13.0.1-cudnn-devel-ubuntu24.04
 
 FROM ${CUDA_IMAGE} AS build
-ARG TORCH_INDEX=https://download.pytorch.org/whl/cu128
-ARG TORCH_VERSION=2.9.1
-ARG TORCHVISION_VERSION=0.24.1
-# Empty: no vLLM. Set to a version built for TORCH_VERSION to enable vLLM rollouts.
+# Empty: no vLLM. Set to a release built for the torch PyPI resolves (vLLM pins its own torch).
 ARG VLLM_VERSION=""
 ENV DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 # Ubuntu's archive keeps only the current patch of each package, so apt versions are not pinned.
@@ -27,21 +25,19 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY ssrl ./ssrl
-# torch and torchvision from the same index, then the package with the Makefile's extras (torch already
-# satisfied), then DeepSpeed exactly as the Makefile installs it.
+# The package with the Makefile's extras (torch, torchvision from PyPI), then DeepSpeed exactly as the Makefile
+# installs it, then the CUDA check: torch's CUDA major must be the base image's (nvcc for DeepSpeed's JIT ops).
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
-    && pip install --no-cache-dir ".[s3,train,k8s]" ninja \
+RUN pip install --no-cache-dir ".[s3,train,k8s]" ninja \
     && DS_BUILD_OPS=0 pip install --no-cache-dir "deepspeed>=0.19,<0.20" \
-    && if [ -n "${VLLM_VERSION}" ]; then \
-         pip install --no-cache-dir "vllm==${VLLM_VERSION}" "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
-           --extra-index-url "${TORCH_INDEX}"; \
-       fi \
+    && if [ -n "${VLLM_VERSION}" ]; then pip install --no-cache-dir "vllm==${VLLM_VERSION}"; fi \
+    && python -c "import os, torch; t, c = torch.version.cuda, os.environ['CUDA_VERSION']; \
+assert t and t.split('.')[0] == c.split('.')[0], f'torch is built for CUDA {t}, the base image has {c}'" \
     && ssrl --version
 
 FROM ${CUDA_IMAGE}
 LABEL org.opencontainers.image.title="ssrl-trainer" \
-      org.opencontainers.image.description="Spatial-SSRL GRPO trainer (ssrl train, TRL + DeepSpeed)" \
+      org.opencontainers.image.description="Spatial-SSRL GRPO trainer and evaluator (ssrl train / eval, TRL + DeepSpeed)" \
       org.opencontainers.image.licenses="Apache-2.0"
 ENV DEBIAN_FRONTEND=noninteractive
 # hadolint ignore=DL3008

@@ -174,9 +174,21 @@ def test_dockerfile_extras_match_makefile():
     # DeepSpeed exactly as the Makefile installs it: same specifier, no ops compiled ahead.
     spec = re.search(r'DS_BUILD_OPS=0 \S*pip install (?:-q )?("deepspeed[^"]+")', make).group(1)
     assert re.search(rf"DS_BUILD_OPS=0 pip install --no-cache-dir {re.escape(spec)}", trainer_text), spec
-    # torch and torchvision from one index, in one command.
-    line = next(line for line in trainer_text.splitlines() if '"torch==' in line and "--index-url" in line)
-    assert '"torchvision==' in line
+    # torch and torchvision from PyPI through the extras, as the test setup installs them: no other index, no pin.
+    assert "--index-url" not in trainer_text and "download.pytorch.org" not in trainer_text
+    assert not re.search(r'"torch(vision)?[=<>~]', trainer_text)
+
+
+def test_trainer_cuda_matches_torch():
+    """The devel base's CUDA major is the one PyPI's torch (as installed by the test setup) is built for."""
+    torch = pytest.importorskip("torch")
+    if not torch.version.cuda:
+        pytest.skip(f"torch {torch.__version__} is a CPU build")
+    text = (DOCKER / "trainer.Dockerfile").read_text()
+    image = re.search(r"^ARG CUDA_IMAGE=nvidia/cuda:(\d+)\.(\d+)\.\d+-cudnn-devel-", text, re.M)
+    assert image, "CUDA_IMAGE is not an nvidia/cuda cudnn-devel image"
+    assert image.group(1) == torch.version.cuda.split(".")[0], (image.group(0), torch.version.cuda)
+    assert "os.environ['CUDA_VERSION']" in text  # the build checks the same
 
 
 def test_minio_dockerfile_matches_tools_pin():
