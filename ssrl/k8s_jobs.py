@@ -109,9 +109,16 @@ def job_status(obj: dict[str, Any]) -> JobStatus:
     return JobStatus(
         kind=kind, name=meta.get("name", ""), namespace=meta.get("namespace", ""), phase=phase,
         component=(meta.get("labels") or {}).get("app.kubernetes.io/component", ""),
-        created=str(meta.get("creationTimestamp") or ""), started=str(status.get("startTime") or ""),
-        completed=str(status.get("completionTime") or ""), message=message, replicas=replicas,
+        created=_time(meta.get("creationTimestamp")), started=_time(status.get("startTime")),
+        completed=_time(status.get("completionTime")), message=message, replicas=replicas,
         progress=progress_of(obj))
+
+
+def _time(value: Any) -> str:
+    """RFC 3339 in UTC as the API server writes it (``...Z``), whether it came as a string or a datetime."""
+    if isinstance(value, dt.datetime):
+        value = value.astimezone(dt.UTC).isoformat()
+    return str(value or "").replace("+00:00", "Z")
 
 
 def build_progress(step: int, max_steps: int | None, logs: dict[str, Any],

@@ -110,6 +110,10 @@ def test_job_status_of_a_failed_job_and_a_bad_annotation():
     s = job_status(FAILED_JOB)
     assert (s.kind, s.phase) == ("Job", "Failed")
     assert s.replicas == {"pods": {"active": 0, "succeeded": 3, "failed": 7}}
+    assert s.started == "2026-02-12T09:00:00Z"  # as the API writes it, also when the client gave a datetime
+    start = dt.datetime(2026, 2, 12, 9, tzinfo=dt.UTC)
+    as_client = {**FAILED_JOB, "status": {**FAILED_JOB["status"], "startTime": start}}
+    assert job_status(as_client).started == "2026-02-12T09:00:00Z"
     assert s.progress is None
     broken = {**RUNNING_PTJ, "metadata": {"name": "x", "annotations": {PROGRESS_ANNOTATION: "{not json"}}}
     assert job_status(broken).progress is None
