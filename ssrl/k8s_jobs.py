@@ -327,12 +327,15 @@ def stream_logs(pods: list[str], namespace: str, write: Callable[[str], None], a
                 response = core.read_namespaced_pod_log(pod, namespace, tail_lines=tail, follow=follow,
                                                         _preload_content=False)
                 pending = b""
-                for chunk in response.stream(4096):
-                    lines = (pending + chunk).split(b"\n")
-                    pending = lines.pop()
-                    with lock:
-                        for line in lines:
-                            write(prefix + line.decode("utf-8", "replace"))
+                try:
+                    for chunk in response.stream(4096):
+                        lines = (pending + chunk).split(b"\n")
+                        pending = lines.pop()
+                        with lock:
+                            for line in lines:
+                                write(prefix + line.decode("utf-8", "replace"))
+                finally:
+                    response.release_conn()
                 if pending:
                     with lock:
                         write(prefix + pending.decode("utf-8", "replace"))
