@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STORE ?= store
 
-.PHONY: demo test tools bench clean
+.PHONY: demo test test-cluster tools bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -31,14 +31,20 @@ demo: $(VENV)/.installed-core
 	OMP_NUM_THREADS=1 $(BIN)/ssrl train --config examples/train-demo.yaml
 	$(BIN)/ssrl ckpt ls $(STORE)/checkpoints/demo
 
-## tools: real servers the tests run against (MinIO, SeaweedFS), built from source once into ~/.cache
+## tools: real servers the tests run against (MinIO, SeaweedFS, helm, etcd, kube-*, training operator, KWOK),
+## built from source once into ~/.cache
 tools:
 	scripts/tools.sh
 
-## test: lint, then the whole suite (unit, end to end, real S3 servers, doctests)
+## test: lint, then the whole suite (unit, end to end, real S3 servers, doctests), then the cluster tier
 test: $(VENV)/.installed-dev tools
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 2 -q -m "not cluster"
+	$(MAKE) test-cluster
+
+## test-cluster: the Kubernetes tier alone (one control plane on loopback; tests/kube.py)
+test-cluster: $(VENV)/.installed-dev tools
+	$(BIN)/python -m pytest -p no:xdist -q -m cluster
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/bench_generate.py

@@ -1,0 +1,238 @@
+"""The cluster tier: the chart, the k8s/ manifests, ``ssrl submit`` and ``ssrl jobs`` against a real API
+server, the real Kubeflow training operator and KWOK's fake GPU nodes (tests/kube.py).
+
+Run alone with ``pytest -m cluster -p no:xdist`` (one control plane per session); ``make test`` does.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.kube import GPU_NODES, Cluster
+from tests.servers import ROOT, tool
+
+pytestmark = pytest.mark.cluster
+pytest.importorskip("kubernetes")
+pytest.importorskip("kubeflow.training")
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    c = Cluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        c.start()
+    except BaseException:
+        c.stop()
+        raise
+    yield c
+    c.stop()
+
+
+def ssrl(cluster: Cluster, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ssrl", *args], capture_output=True, text=True, env=cluster.env(),
+                          timeout=timeout, cwd=ROOT)
+
+
+def get(cluster: Cluster, *args: str) -> dict:
+    return json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
+
+
+def wait_for(what: str, fn, timeout: float = 90, every: float = 0.5):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what} (last: {last})")
+
+
+def pytorchjob_phase(cluster: Cluster, name: str, ns: str) -> str:
+    conds = get(cluster, "pytorchjob", name, "-n", ns).get("status", {}).get("conditions", [])
+    true = [c["type"] for c in conds if c.get("status") == "True"]
+    return true[-1] if true else ""
+
+
+def env_of(pod: dict) -> dict[str, str]:
+    return {e["name"]: e.get("value", "") for e in pod["spec"]["containers"][0].get("env", [])}
+
+
+def store_secret(cluster: Cluster, ns: str) -> None:
+    cluster.kubectl("create", "namespace", ns, check=False)
+    cluster.kubectl("create", "secret", "generic", "ssrl-store", "-n", ns, "--from-literal=AWS_ACCESS_KEY_ID=k",
+                    "--from-literal=AWS_SECRET_ACCESS_KEY=s", check=False)
+
+
+def test_fake_gpu_nodes_are_ready(cluster: Cluster) -> None:
+    nodes = get(cluster, "nodes")["items"]
+    assert sorted(n["metadata"]["name"] for n in nodes) == sorted(GPU_NODES)
+    assert all(n["status"]["allocatable"]["nvidia.com/gpu"] == "8" for n in nodes)
+    version = json.loads(cluster.kubectl("version", "-o", "json").stdout)["serverVersion"]
+    assert version["gitVersion"].startswith("v1.")
+
+
+def test_submit_train_pytorchjob_runs_to_completion(cluster: Cluster) -> None:
+    ns = "train"
+    store_secret(cluster, ns)
+    r = ssrl(cluster, "submit", "train", "--name", "grpo", "-n", ns, "--workers", "1", "--gpus-per-node", "2",
+             "--nproc-per-node", "2", "--set", "store_endpoint=http://minio:9000")
+    assert r.returncode == 0, r.stderr
+    # The operator makes one pod and one Service per replica, with the torchrun rendezvous in the environment.
+    pods = wait_for("master and worker pods", lambda: [p for p in get(cluster, "pods", "-n", ns)["items"]
+                                                       if p["metadata"]["name"].startswith("grpo-train-")] or None)
+    pods = wait_for("both pods", lambda: (lambda items: items if len(items) == 2 else None)(
+        get(cluster, "pods", "-n", ns, "-l", "training.kubeflow.org/job-name=grpo-train")["items"]))
+    by_role = {p["metadata"]["labels"]["training.kubeflow.org/replica-type"]: p for p in pods}
+    assert set(by_role) == {"master", "worker"}
+    master, worker = env_of(by_role["master"]), env_of(by_role["worker"])
+    assert master["MASTER_ADDR"] == "localhost" or master["MASTER_ADDR"].startswith("grpo-train-master-0")
+    assert worker["MASTER_ADDR"].startswith("grpo-train-master-0")
+    # torchrun's view: 2 nodes x 2 processes; RANK is the node rank.
+    assert master["WORLD_SIZE"] == worker["WORLD_SIZE"] == "4" and (master["RANK"], worker["RANK"]) == ("0", "1")
+    assert master["PET_NNODES"] == "2" and master["PET_NPROC_PER_NODE"] == "2"
+    assert master["MASTER_PORT"] == worker["MASTER_PORT"]
+    assert by_role["master"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    services = {s["metadata"]["name"] for s in get(cluster, "services", "-n", ns)["items"]}
+    assert {"grpo-train-master-0", "grpo-train-worker-0"} <= services
+    assert all(p["spec"].get("nodeName") in GPU_NODES for p in pods)
+    wait_for("PyTorchJob Succeeded", lambda: pytorchjob_phase(cluster, "grpo-train", ns) == "Succeeded")
+
+
+def test_k8s_manifests_apply_and_run(cluster: Cluster) -> None:
+    rendered = cluster.kubectl("kustomize", str(ROOT / "k8s" / "overlays" / "dev")).stdout
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=rendered)
+    docs = [d for d in rendered.split("\n---\n") if d.strip()]
+    ns = next(line.split(":", 1)[1].strip() for d in docs for line in d.splitlines()
+              if line.startswith("  namespace:"))
+    jobs = get(cluster, "pytorchjobs", "-n", ns)["items"]
+    assert jobs, "the overlay's PyTorchJobs were not created"
+    running = [j["metadata"]["name"] for j in jobs if not j["spec"].get("runPolicy", {}).get("suspend")]
+    suspended = [j["metadata"]["name"] for j in jobs if j["spec"].get("runPolicy", {}).get("suspend")]
+    assert running
+    for name in running:
+        wait_for(f"{name} pods", lambda name=name: get(cluster, "pods", "-n", ns, "-l",
+                                                      f"training.kubeflow.org/job-name={name}")["items"] or None)
+    for name in suspended:  # the alternative generator stays parked until a user resumes it
+        wait_for(f"{name} Suspended", lambda name=name: pytorchjob_phase(cluster, name, ns) == "Suspended")
+        assert not get(cluster, "pods", "-n", ns, "-l", f"training.kubeflow.org/job-name={name}")["items"]
+    statefulsets = get(cluster, "statefulsets", "-n", ns)["items"]
+    assert statefulsets and wait_for("MinIO pod running", lambda: any(
+        p["status"].get("phase") == "Running" for p in get(cluster, "pods", "-n", ns)["items"]
+        if p["metadata"]["name"].startswith(statefulsets[0]["metadata"]["name"])))
+
+
+def test_generator_indexed_job_one_pod_per_shard(cluster: Cluster) -> None:
+    ns = "gen"
+    store_secret(cluster, ns)
+    r = ssrl(cluster, "submit", "generate", "--name", "corpus", "-n", ns, "--kind", "job", "--set", "generate.shards=3",
+             "--set", "store_endpoint=http://minio:9000")
+    assert r.returncode == 0, r.stderr
+    job = wait_for("Job complete", lambda: (lambda j: j if j.get("status", {}).get("succeeded") == 3 else None)(
+        get(cluster, "job", "corpus-generate", "-n", ns)))
+    assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == 3
+    pods = get(cluster, "pods", "-n", ns, "-l", "job-name=corpus-generate")["items"]
+    indexes = sorted(p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] for p in pods)
+    assert indexes == ["0", "1", "2"]
+
+
+def test_helm_install_and_helm_test(cluster: Cluster, tmp_path: Path) -> None:
+    helm = str(tool("helm"))
+    ns = "ssrl-helm"
+
+    def run(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([helm, *args], capture_output=True, text=True, env=cluster.env(), timeout=timeout)
+
+    r = run("install", "demo", str(ROOT / "helm" / "ssrl"), "-n", ns, "--create-namespace", "--wait",
+            "--timeout", "3m")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "STATUS: deployed" in r.stdout
+    r = run("test", "demo", "-n", ns, "--timeout", "2m")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Phase:          Succeeded" in r.stdout or "Succeeded" in r.stdout
+    pods = {p["metadata"]["name"]: p for p in get(cluster, "pods", "-n", ns)["items"]}
+    assert any(p["spec"].get("nodeName") in GPU_NODES for p in pods.values())
+
+    # The chart's ServiceAccount can do what its jobs need (read their config, record progress on their own
+    # PyTorchJob) and nothing more.
+    sa = next(s["metadata"]["name"] for s in get(cluster, "serviceaccounts", "-n", ns)["items"]
+              if s["metadata"]["name"] != "default")
+
+    def can(verb: str, resource: str) -> bool:
+        r = cluster.kubectl("auth", "can-i", verb, resource, "-n", ns, f"--as=system:serviceaccount:{ns}:{sa}",
+                            check=False)
+        return r.stdout.strip() == "yes"
+
+    train = next(j["metadata"]["name"] for j in get(cluster, "pytorchjobs", "-n", ns)["items"]
+                 if j["metadata"]["name"].endswith("-train"))
+    assert can("get", f"pytorchjobs.kubeflow.org/{train}") and can("patch", f"pytorchjobs.kubeflow.org/{train}")
+    for verb, resource in [("delete", f"pytorchjobs.kubeflow.org/{train}"), ("get", "pytorchjobs.kubeflow.org/other"),
+                           ("patch", "pytorchjobs.kubeflow.org/other"), ("create", "pytorchjobs.kubeflow.org"),
+                           ("get", "secrets"), ("list", "secrets"), ("create", "pods"), ("delete", "pods"),
+                           ("create", "rolebindings.rbac.authorization.k8s.io"), ("get", "nodes")]:
+        assert not can(verb, resource), f"{sa} may {verb} {resource}"
+    assert not cluster.kubectl("auth", "can-i", "get", f"pytorchjobs.kubeflow.org/{train}", "-n", "default",
+                               f"--as=system:serviceaccount:{ns}:{sa}", check=False).stdout.strip() == "yes"
+
+    # Rank 0's progress, written with the ServiceAccount's own token (what the pod holds), read by `ssrl jobs`.
+    from kubernetes import client
+
+    from ssrl.k8s_jobs import annotate_progress, build_progress
+    from ssrl.recipes.callbacks import TaskAccuracy
+
+    acc = TaskAccuracy()
+    for task, value in [("depth_order", 1.0), ("depth_order", 0.0), ("shuffle", 1.0)]:
+        acc.add(task, value)
+    logs = {"reward": 0.625, **acc.drain()}  # what MetricsCallback puts into the Trainer logs
+    token = cluster.kubectl("create", "token", sa, "-n", ns).stdout.strip()
+    conf = client.Configuration()
+    conf.host, conf.ssl_ca_cert = cluster.server, str(cluster.root / "pki" / "ca.crt")
+    conf.api_key = {"authorization": f"Bearer {token}"}
+    annotate_progress(train, ns, build_progress(12, 100, logs), api=client.ApiClient(conf))
+    r = ssrl(cluster, "jobs", "status", train, "-n", ns, "--json")
+    assert r.returncode == 0, r.stderr
+    progress = json.loads(r.stdout)["progress"]
+    assert progress["step"] == 12 and progress["max_steps"] == 100 and progress["reward"] == 0.625
+    assert progress["accuracy"] == {"depth_order": 0.5, "shuffle": 1.0}
+    from ssrl.errors import SSRLError
+
+    with pytest.raises(SSRLError):  # the same token may not touch another job
+        annotate_progress("other", ns, {"step": 1}, api=client.ApiClient(conf))
+    r = run("uninstall", "demo", "-n", ns, "--wait", "--timeout", "2m")
+    assert r.returncode == 0, r.stderr
+
+
+def test_ssrl_jobs_follow_a_pytorchjob_through_its_phases_and_delete_it(cluster: Cluster) -> None:
+    ns = "follow"
+    store_secret(cluster, ns)
+    r = ssrl(cluster, "submit", "train", "--name", "watch", "-n", ns, "--workers", "1",
+             "--set", "store_endpoint=http://minio:9000")
+    assert r.returncode == 0, r.stderr
+    seen = []
+
+    def phase() -> str | None:
+        r = ssrl(cluster, "jobs", "status", "watch-train", "-n", ns, "--json")
+        assert r.returncode == 0, r.stderr
+        seen.append(json.loads(r.stdout)["phase"])
+        return seen[-1] if seen[-1] == "Succeeded" else None
+
+    wait_for("Succeeded", phase, timeout=120, every=0.3)
+    assert "Running" in seen, seen
+    r = ssrl(cluster, "jobs", "status", "watch-train", "-n", ns)
+    assert r.returncode == 0 and "Succeeded" in r.stdout
+    r = ssrl(cluster, "jobs", "ls", "-n", ns)
+    assert r.returncode == 0 and "watch-train" in r.stdout and "PyTorchJob" in r.stdout
+    r = ssrl(cluster, "jobs", "status", "nope", "-n", ns)
+    assert r.returncode != 0 and "nope" in r.stderr
+
+    r = ssrl(cluster, "jobs", "delete", "watch-train", "-n", ns)
+    assert r.returncode == 0, r.stderr
+    wait_for("pods and services gone", lambda: not get(cluster, "pods", "-n", ns)["items"] and not [
+        s for s in get(cluster, "services", "-n", ns)["items"] if s["metadata"]["name"].startswith("watch-")])
+    assert cluster.kubectl("get", "pytorchjob", "watch-train", "-n", ns, check=False).returncode != 0
