@@ -22,6 +22,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	touch $@
 
 ## demo: synthetic RGB-D scenes -> five pretext tasks -> preview -> GRPO steps on a tiny model -> checkpoint
+##       -> evaluation of base vs trained on held-out tasks (store/evals/demo/results.md)
 demo: $(VENV)/.installed-core
 	$(BIN)/ssrl synth $(STORE)/sources/synth --count 24 --seed 0
 	$(BIN)/ssrl generate --config examples/demo.yaml
@@ -30,6 +31,9 @@ demo: $(VENV)/.installed-core
 	$(BIN)/ssrl tiny-model $(STORE)/models/tiny
 	OMP_NUM_THREADS=1 $(BIN)/ssrl train --config examples/train-demo.yaml
 	$(BIN)/ssrl ckpt ls $(STORE)/checkpoints/demo
+	$(BIN)/ssrl synth $(STORE)/sources/heldout --count 8 --seed 1
+	$(BIN)/ssrl generate --config examples/heldout.yaml
+	OMP_NUM_THREADS=1 $(BIN)/ssrl eval --config examples/eval-demo.yaml
 
 ## tools: real servers the tests run against (MinIO, SeaweedFS, helm, etcd, kube-*, training operator, KWOK),
 ## built from source once into ~/.cache

@@ -29,77 +29,8 @@ KUBE_TOOLS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-schedul
 OPERATOR_CRDS = Path.home() / "go/pkg/mod/github.com/kubeflow/training-operator@v1.9.0/manifests/base/crds"
 SHARED_CRD = ROOT.parent / "shared" / "crds" / "kubeflow.org_pytorchjobs.yaml"
 GPU_NODES = ("gpu-node-0", "gpu-node-1")
-#: Pod stages for KWOK: Running at once; finishing pods Succeeded after COMPLETE_DELAY_MS (long enough for a
-#: test to see them run); deleted pods released.
-COMPLETE_DELAY_MS = 3000
-POD_STAGES = f"""\
-apiVersion: kwok.x-k8s.io/v1alpha1
-kind: Stage
-metadata: {{name: pod-ready}}
-spec:
-  resourceRef: {{apiGroup: v1, kind: Pod}}
-  selector:
-    matchExpressions:
-    - {{key: .metadata.deletionTimestamp, operator: DoesNotExist}}
-    - {{key: .status.podIP, operator: DoesNotExist}}
-  next:
-    statusTemplate: |
-      {{{{ $now := Now }}}}
-      conditions:
-      - {{lastTransitionTime: {{{{ $now | Quote }}}}, status: "True", type: Initialized}}
-      - {{lastTransitionTime: {{{{ $now | Quote }}}}, status: "True", type: Ready}}
-      - {{lastTransitionTime: {{{{ $now | Quote }}}}, status: "True", type: ContainersReady}}
-      containerStatuses:
-      {{{{ range .spec.containers }}}}
-      - image: {{{{ .image | Quote }}}}
-        name: {{{{ .name | Quote }}}}
-        ready: true
-        restartCount: 0
-        started: true
-        state: {{running: {{startedAt: {{{{ $now | Quote }}}}}}}}
-      {{{{ end }}}}
-      hostIP: {{{{ NodeIPWith .spec.nodeName | Quote }}}}
-      podIP: {{{{ PodIPWith .spec.nodeName ( or .spec.hostNetwork false ) ( or .metadata.uid "" ) ( or .metadata.name "" ) ( or .metadata.namespace "" ) | Quote }}}}
-      phase: Running
-      startTime: {{{{ $now | Quote }}}}
----
-apiVersion: kwok.x-k8s.io/v1alpha1
-kind: Stage
-metadata: {{name: pod-complete}}
-spec:
-  resourceRef: {{apiGroup: v1, kind: Pod}}
-  selector:
-    matchExpressions:
-    - {{key: .metadata.deletionTimestamp, operator: DoesNotExist}}
-    - {{key: .status.phase, operator: In, values: [Running]}}
-    - {{key: .spec.restartPolicy, operator: In, values: [Never, OnFailure]}}
-  delay: {{durationMilliseconds: {COMPLETE_DELAY_MS}}}
-  next:
-    statusTemplate: |
-      {{{{ $now := Now }}}}
-      containerStatuses:
-      {{{{ range .spec.containers }}}}
-      - image: {{{{ .image | Quote }}}}
-        name: {{{{ .name | Quote }}}}
-        ready: false
-        restartCount: 0
-        started: false
-        state: {{terminated: {{exitCode: 0, reason: Completed, startedAt: {{{{ $now | Quote }}}}, finishedAt: {{{{ $now | Quote }}}}}}}}
-      {{{{ end }}}}
-      phase: Succeeded
----
-apiVersion: kwok.x-k8s.io/v1alpha1
-kind: Stage
-metadata: {{name: pod-delete}}
-spec:
-  resourceRef: {{apiGroup: v1, kind: Pod}}
-  selector:
-    matchExpressions:
-    - {{key: .metadata.deletionTimestamp, operator: Exists}}
-  next:
-    finalizers: {{empty: true}}
-    delete: true
-"""
+#: KWOK's pod stages (Running at once; finishing pods Succeeded 3 s later; deleted pods released).
+POD_STAGES = Path(__file__).with_name("kwok-stages.yaml")
 
 
 def _pki(d: Path) -> None:
@@ -254,8 +185,8 @@ current-context: ssrl-test
         # inject its CA into; an empty one is enough here (the webhook itself is not reachable, see above).
         self.kubectl("create", "secret", "generic", "training-operator-webhook-cert", "-n", "kubeflow")
         self.kubectl("apply", "-f", "-", input="apiVersion: admissionregistration.k8s.io/v1\n"
-                     "kind: ValidatingWebhookConfiguration\nmetadata: {name: validator.training-operator.kubeflow.org}\n"
-                     "webhooks: []\n")
+                     "kind: ValidatingWebhookConfiguration\n"
+                     "metadata: {name: validator.training-operator.kubeflow.org}\nwebhooks: []\n")
         # ... and for the Secret's files where the kubelet would mount them; the webhook server needs some
         # certificate to start (the operator process reads this fixed path).
         certs = Path("/tmp/k8s-webhook-server/serving-certs")
@@ -264,11 +195,11 @@ current-context: ssrl-test
             if not (certs / dst).exists():
                 (certs / dst).write_bytes((pki / src).read_bytes())
         self._spawn("training-operator", [
-            bins["training-operator.v1"], "--enable-scheme=pytorchjob", f"--metrics-bind-address=127.0.0.1:{free_port()}",
+            bins["training-operator.v1"], "--enable-scheme=pytorchjob",
+            f"--metrics-bind-address=127.0.0.1:{free_port()}",
             f"--health-probe-bind-address=127.0.0.1:{free_port()}", f"--webhook-server-port={free_port()}",
             f"--kubeconfig={self.kubeconfig}"], env={"MY_POD_NAMESPACE": "kubeflow"})
-        (self.root / "kwok.yaml").write_text(POD_STAGES)
-        self._spawn("kwok", [bins["kwok"], f"--kubeconfig={self.kubeconfig}", "--config", str(self.root / "kwok.yaml"),
+        self._spawn("kwok", [bins["kwok"], f"--kubeconfig={self.kubeconfig}", "--config", str(POD_STAGES),
                              "--manage-all-nodes=false", "--manage-nodes-with-label-selector=type=kwok",
                              "--cidr=10.0.0.1/16", "--node-ip=10.0.0.1", f"--server-address=127.0.0.1:{free_port()}"])
         for name in GPU_NODES:

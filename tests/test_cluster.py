@@ -177,8 +177,8 @@ def test_helm_install_and_helm_test(cluster: Cluster, tmp_path: Path) -> None:
                            ("get", "secrets"), ("list", "secrets"), ("create", "pods"), ("delete", "pods"),
                            ("create", "rolebindings.rbac.authorization.k8s.io"), ("get", "nodes")]:
         assert not can(verb, resource), f"{sa} may {verb} {resource}"
-    assert not cluster.kubectl("auth", "can-i", "get", f"pytorchjobs.kubeflow.org/{train}", "-n", "default",
-                               f"--as=system:serviceaccount:{ns}:{sa}", check=False).stdout.strip() == "yes"
+    assert cluster.kubectl("auth", "can-i", "get", f"pytorchjobs.kubeflow.org/{train}", "-n", "default",
+                           f"--as=system:serviceaccount:{ns}:{sa}", check=False).stdout.strip() == "no"
 
     # Rank 0's progress, written with the ServiceAccount's own token (what the pod holds), read by `ssrl jobs`.
     from kubernetes import client

@@ -9,10 +9,14 @@ runs stay, so a base model evaluated yesterday and a checkpoint evaluated today 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import queue
 import re
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,37 +121,70 @@ class Generator:
         return self.processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
+def _batches(bench: str, cfg: EvalConfig, cache: Path, rank: int, world: int) -> Iterator[list[tuple]]:
+    """This rank's items (``rank::world``), images decoded, in batches."""
+    from ssrl.evals.items import iter_items
+
+    batch: list[tuple] = []
+    for order, item in enumerate(iter_items(bench, cache, cfg.limit or None)):
+        if order % world != rank:
+            continue
+        batch.append((order, item, _images(item.images)))
+        if len(batch) == cfg.batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def prefetch(batches: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """Produce the next batches in a thread while the model works on this one (PIL decodes without the GIL);
+    at most ``depth`` batches wait, so memory stays bounded. Errors surface in the consumer."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for b in batches:
+                if stop.is_set():
+                    return
+                q.put(b)
+            q.put(done)
+        except BaseException as e:
+            q.put(e)
+
+    thread = threading.Thread(target=work, daemon=True, name="eval-prefetch")
+    thread.start()
+    try:
+        while (b := q.get()) is not done:
+            if isinstance(b, BaseException):
+                raise b
+            yield b
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            with contextlib.suppress(queue.Empty):
+                q.get_nowait()
+            thread.join(0.05)
+
+
 def evaluate_benchmark(generate: Generator, bench: str, cfg: EvalConfig, cache: Path, rank: int = 0,
                        world: int = 1) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """This rank's predictions on one benchmark (items ``rank::world``) and where the time went."""
-    from ssrl.evals.items import iter_items
+    """This rank's predictions on one benchmark and where the time went (``model_seconds``: generation)."""
     from ssrl.evals.scoring import score_prediction
 
     preds: list[dict[str, Any]] = []
     model_s = 0.0
     start = time.perf_counter()
-    batch: list[tuple[int, Any]] = []
-
-    def flush() -> None:
-        nonlocal model_s
-        images = [_images(item.images) for _, item in batch]
+    for batch in prefetch(_batches(bench, cfg, cache, rank, world)):
         t0 = time.perf_counter()
-        responses = generate([item.problem for _, item in batch], images)
+        responses = generate([item.problem for _, item, _ in batch], [images for _, _, images in batch])
         model_s += time.perf_counter() - t0
-        for (order, item), response in zip(batch, responses, strict=True):
+        for (order, item, _), response in zip(batch, responses, strict=True):
             preds.append(score_prediction({
                 "order": order, "id": item.id, "category": item.category, "task": item.task,
                 "answer": item.answer, "options": item.options, "response": response}))
-        batch.clear()
-
-    for order, item in enumerate(iter_items(bench, cache, cfg.limit or None)):
-        if order % world != rank:
-            continue
-        batch.append((order, item))
-        if len(batch) == cfg.batch_size:
-            flush()
-    if batch:
-        flush()
     total = time.perf_counter() - start
     return preds, {"seconds": total, "model_seconds": model_s}
 
