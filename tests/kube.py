@@ -29,6 +29,7 @@ KUBE_TOOLS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-schedul
 OPERATOR_CRDS = Path.home() / "go/pkg/mod/github.com/kubeflow/training-operator@v1.9.0/manifests/base/crds"
 SHARED_CRD = ROOT.parent / "shared" / "crds" / "kubeflow.org_pytorchjobs.yaml"
 GPU_NODES = ("gpu-node-0", "gpu-node-1")
+LOG_LINES = ("ssrl train: step 1/2 reward 0.10", "ssrl train: step 2/2 reward 0.30")
 #: KWOK's pod stages (Running at once; finishing pods Succeeded 3 s later; deleted pods released).
 POD_STAGES = Path(__file__).with_name("kwok-stages.yaml")
 
@@ -168,7 +169,8 @@ current-context: ssrl-test
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             "--service-cluster-ip-range=10.96.0.0/16", "--authorization-mode=Node,RBAC", "--allow-privileged=false",
-            "--enable-priority-and-fairness=false", "--profiling=false", "--v=1"])
+            "--enable-priority-and-fairness=false", "--profiling=false", "--v=1",
+            "--kubelet-preferred-address-types=InternalIP"])  # KWOK's "kubelet" (logs) is on 127.0.0.1
         self._wait("kube-apiserver", lambda: self.kubectl("get", "--raw", "/readyz", check=False).returncode == 0,
                    120, "kube-apiserver")
         common = [f"--kubeconfig={self.kubeconfig}", "--leader-elect=false", "--bind-address=127.0.0.1"]
@@ -199,9 +201,20 @@ current-context: ssrl-test
             f"--metrics-bind-address=127.0.0.1:{free_port()}",
             f"--health-probe-bind-address=127.0.0.1:{free_port()}", f"--webhook-server-port={free_port()}",
             f"--kubeconfig={self.kubeconfig}"], env={"MY_POD_NAMESPACE": "kubeflow"})
+        # KWOK also plays the kubelets' API: every container's log is LOG_LINES (CRI format), served over TLS on
+        # 127.0.0.1, where the API server's `pods/log` proxy reaches it.
+        (self.root / "pod.log").write_text("".join(f"2026-01-01T00:00:0{i}.000000000Z stdout F {line}\n"
+                                                   for i, line in enumerate(LOG_LINES)))
+        (self.root / "logs.yaml").write_text("apiVersion: kwok.x-k8s.io/v1alpha1\nkind: ClusterLogs\n"
+                                             "metadata: {name: every-pod}\nspec:\n  selector: {}\n"
+                                             f"  logs:\n  - logsFile: {self.root / 'pod.log'}\n")
+        kubelet_port = free_port()
         self._spawn("kwok", [bins["kwok"], f"--kubeconfig={self.kubeconfig}", "--config", str(POD_STAGES),
-                             "--manage-all-nodes=false", "--manage-nodes-with-label-selector=type=kwok",
-                             "--cidr=10.0.0.1/16", "--node-ip=10.0.0.1", f"--server-address=127.0.0.1:{free_port()}"])
+                             "--config", str(self.root / "logs.yaml"), "--manage-all-nodes=false",
+                             "--manage-nodes-with-label-selector=type=kwok", "--cidr=10.0.0.1/16",
+                             "--node-ip=127.0.0.1", f"--node-port={kubelet_port}",
+                             f"--server-address=127.0.0.1:{kubelet_port}", f"--tls-cert-file={pki / 'apiserver.crt'}",
+                             f"--tls-private-key-file={pki / 'apiserver.key'}"])
         for name in GPU_NODES:
             self.kubectl("apply", "-f", "-", input=_node(name))
         for i in range(4):  # pre-provisioned volumes for StatefulSets' claims (no provisioner runs here)

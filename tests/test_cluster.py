@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.kube import GPU_NODES, Cluster
+from tests.kube import GPU_NODES, LOG_LINES, Cluster
 from tests.servers import ROOT, tool
 
 pytestmark = pytest.mark.cluster
@@ -230,6 +230,15 @@ def test_ssrl_jobs_follow_a_pytorchjob_through_its_phases_and_delete_it(cluster:
     assert r.returncode == 0 and "watch-train" in r.stdout and "PyTorchJob" in r.stdout
     r = ssrl(cluster, "jobs", "status", "nope", "-n", ns)
     assert r.returncode != 0 and "nope" in r.stderr
+
+    # Logs through the API server's pods/log proxy (KWOK serves every container the same two lines).
+    r = ssrl(cluster, "jobs", "logs", "watch-train", "-n", ns, "--tail", "1")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().endswith(LOG_LINES[-1]) and LOG_LINES[0] not in r.stdout
+    r = ssrl(cluster, "jobs", "logs", "watch-train", "-n", ns, "--all")
+    assert r.returncode == 0, r.stderr
+    assert "watch-train-master-0" in r.stdout and "watch-train-worker-0" in r.stdout
+    assert r.stdout.count(LOG_LINES[0]) == 2
 
     r = ssrl(cluster, "jobs", "delete", "watch-train", "-n", ns)
     assert r.returncode == 0, r.stderr
