@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -11,9 +12,23 @@ import pytest
 from ssrl.synth import SynthConfig, render_scene, synthesize
 from ssrl.tasks.base import Scene
 
-#: The paper's sample files: ../shared beside the checkout (as CI lays it out), or $SSRL_SHARED.
-REFERENCE = Path(os.environ.get("SSRL_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data" / \
-    "reference-samples"
+#: ../shared beside the checkout (as CI lays it out), or $SSRL_SHARED.
+SHARED = Path(os.environ.get("SSRL_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+#: The paper's sample files.
+REFERENCE = SHARED / "data" / "reference-samples"
+#: Kubernetes schemas (the PyTorchJob CRD of training operator v1.9.0).
+PYTORCHJOB_CRD = SHARED / "crds" / "kubeflow.org_pytorchjobs.yaml"
+
+
+@functools.cache
+def pytorchjob_schema() -> dict:
+    """The CRD's v1 openAPIV3Schema; skips the calling test when ../shared/crds is absent."""
+    import yaml
+
+    if not PYTORCHJOB_CRD.is_file():
+        pytest.skip(f"no PyTorchJob CRD at {PYTORCHJOB_CRD} (set SSRL_SHARED)")
+    crd = yaml.safe_load(PYTORCHJOB_CRD.read_text())
+    return next(v for v in crd["spec"]["versions"] if v["name"] == "v1")["schema"]["openAPIV3Schema"]
 
 
 def textured(h: int, w: int, seed: int = 0) -> np.ndarray:

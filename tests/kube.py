@@ -23,11 +23,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.servers import ROOT, free_port, tool
+from tests.conftest import PYTORCHJOB_CRD
+from tests.servers import free_port, tool
 
 KUBE_TOOLS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "training-operator.v1", "kwok")
-OPERATOR_CRDS = Path.home() / "go/pkg/mod/github.com/kubeflow/training-operator@v1.9.0/manifests/base/crds"
-SHARED_CRD = ROOT.parent / "shared" / "crds" / "kubeflow.org_pytorchjobs.yaml"
 GPU_NODES = ("gpu-node-0", "gpu-node-1")
 LOG_LINES = ("ssrl train: step 1/2 reward 0.10", "ssrl train: step 2/2 reward 0.30")
 #: KWOK's pod stages (Running at once; finishing pods Succeeded 3 s later; deleted pods released).
@@ -225,7 +224,11 @@ current-context: ssrl-test
 
     def crd_files(self) -> list[Path]:
         """The PyTorchJob CRD the operator serves: ../shared/crds when present, else the operator module's own."""
-        return [SHARED_CRD if SHARED_CRD.exists() else OPERATOR_CRDS / "kubeflow.org_pytorchjobs.yaml"]
+        if PYTORCHJOB_CRD.exists():
+            return [PYTORCHJOB_CRD]
+        cache = subprocess.run(["go", "env", "GOMODCACHE"], capture_output=True, text=True, check=True).stdout.strip()
+        return [Path(cache) / "github.com/kubeflow/training-operator@v1.9.0/manifests/base/crds" /
+                "kubeflow.org_pytorchjobs.yaml"]
 
     def _nodes_ready(self) -> bool:
         r = self.kubectl("get", "nodes", "-o", "jsonpath={.items[*].status.conditions[?(@.type=='Ready')].status}",

@@ -21,13 +21,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import pytorchjob_schema
 from tests.servers import tool
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "helm" / "ssrl"
 K8S = ROOT / "k8s"
 DOCKER = ROOT / "docker"
-CRDS = Path(os.environ.get("SSRL_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "crds"
 K8S_VERSION = "1.31"  # kubernetes-validate ships 1.25 ... 1.37
 CI_VALUES = sorted(p.name for p in (CHART / "ci").glob("*.yaml"))
 OVERLAYS = ["base", "overlays/dev", "overlays/prod"]
@@ -376,15 +376,6 @@ def test_core_objects_validate(source):
             kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
         except kubernetes_validate.ValidationError as e:
             pytest.fail(f"{obj['kind']}/{obj['metadata']['name']}: {e.message} at {list(e.path)}")
-
-
-@functools.cache
-def pytorchjob_schema() -> dict:
-    path = CRDS / "kubeflow.org_pytorchjobs.yaml"
-    if not path.is_file():
-        pytest.skip(f"no PyTorchJob CRD at {path} (set SSRL_SHARED)")
-    crd = yaml.safe_load(path.read_text())
-    return next(v for v in crd["spec"]["versions"] if v["name"] == "v1")["schema"]["openAPIV3Schema"]
 
 
 @pytest.mark.parametrize("source", SOURCES)

@@ -31,8 +31,8 @@ from ssrl.jobs import (
     image_problem,
     to_dict,
 )
+from tests.conftest import pytorchjob_schema
 
-CRDS = Path(os.environ.get("SSRL_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "crds"
 K8S_VERSION = "1.31"
 
 CASES = {
@@ -63,15 +63,6 @@ def pod_specs(obj: dict) -> list[tuple[str, dict]]:
     if obj["kind"] == "PyTorchJob":
         return [(role, r["template"]["spec"]) for role, r in obj["spec"]["pytorchReplicaSpecs"].items()]
     return [("pod", obj["spec"]["template"]["spec"])]
-
-
-@functools.cache
-def pytorchjob_schema() -> dict:
-    path = CRDS / "kubeflow.org_pytorchjobs.yaml"
-    if not path.is_file():
-        pytest.skip(f"no PyTorchJob CRD at {path} (set SSRL_SHARED)")
-    crd = yaml.safe_load(path.read_text())
-    return next(v for v in crd["spec"]["versions"] if v["name"] == "v1")["schema"]["openAPIV3Schema"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
