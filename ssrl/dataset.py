@@ -117,6 +117,22 @@ class ShardWriter:
 
 
 # ------------------------------------------------------------------------------------------ reading
+def in_holdout(source_id: str, fraction: float) -> bool:
+    """Whether a source belongs to the held-out split: a fixed hash of its id, so training (which skips these
+    sources) and evaluation (which keeps only them) agree without a second dataset, and every task made from
+    one image lands on the same side.
+
+    >>> sum(in_holdout(f"img-{i}", 0.1) for i in range(10_000))
+    991
+    >>> in_holdout("img-1", 0.0), in_holdout("img-1", 1.0)
+    (False, True)
+    """
+    if fraction <= 0:
+        return False
+    digest = hashlib.blake2b(source_id.encode(), digest_size=8, person=b"ssrl-holdout").digest()
+    return int.from_bytes(digest, "big") / 2**64 < fraction
+
+
 def committed_shards(store: Store) -> list[str]:
     """Shard files that have a commit record; anything else (a crashed writer's leftovers) is ignored."""
     keys = set(store.list())

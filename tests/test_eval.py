@@ -248,3 +248,21 @@ def test_eval_with_model_benchmark_and_report_in_s3(tiny: Path, s3: str, tmp_pat
     record = read_commit(store, "")
     assert {"results.json", "results.md", "results.png", "predictions/tiny/Mini.jsonl"} <= set(record["files"])
     assert json.loads(store.read_bytes("results.json"))["benchmarks"]["Mini"]["tiny"]["n"] == 3
+
+
+def test_holdout_split_training_and_evaluation_see_disjoint_sources(synth_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("datasets")
+    from ssrl.dataset import in_holdout, iter_rows
+    from ssrl.generate import GenerateConfig, run
+    from ssrl.recipes.data import load_task_dataset
+
+    run(GenerateConfig(inputs=[str(synth_dir)], output=str(tmp_path / "tasks"), min_pixels=3136, max_pixels=12544))
+    rows = list(iter_rows(str(tmp_path / "tasks")))
+    held = {r["source_id"] for r in rows if in_holdout(r["source_id"], 0.4)}
+    assert held and held != {r["source_id"] for r in rows}  # both sides non-empty for these 8 scenes
+    items = list(iter_items(str(tmp_path / "tasks"), tmp_path, holdout=0.4))
+    assert [it.id for it in items] == [r["id"] for r in rows if r["source_id"] in held]
+    train = load_task_dataset(str(tmp_path / "tasks"), tmp_path / "cache", holdout=0.4)
+    assert len(train) == len(rows) - len(items)
+    assert sorted(train["answer"]) == sorted(r["answer"] for r in rows if r["source_id"] not in held)
+    assert validate(str(tmp_path / "tasks"), tmp_path, holdout=0.4) == len(items)

@@ -240,20 +240,23 @@ def iter_jsonl(path: Path) -> Iterator[EvalItem]:
 
 
 # ------------------------------------------------------------------------------------------------ tasks
-def iter_tasks(location: str) -> Iterator[EvalItem]:
-    """Generated pretext tasks (held out: generate them from images the model never trained on)."""
-    from ssrl.dataset import iter_rows
+def iter_tasks(location: str, holdout: float = 0.0) -> Iterator[EvalItem]:
+    """Generated pretext tasks. Held out means from images the model never trained on: a dataset generated
+    from other images, or (``holdout`` > 0) only the sources ``ssrl train --set holdout=...`` left out."""
+    from ssrl.dataset import in_holdout, iter_rows
 
     for row in iter_rows(location):
+        if holdout > 0 and not in_holdout(row["source_id"], holdout):
+            continue
         yield EvalItem(id=row["id"], problem=row["problem"], answer=row["answer"],
                        images=[im["bytes"] for im in row["images"]], category=row["task"], task=row["task"])
 
 
-def iter_items(location: str, cache: Path, limit: int | None = None) -> Iterator[EvalItem]:
+def iter_items(location: str, cache: Path, limit: int | None = None, holdout: float = 0.0) -> Iterator[EvalItem]:
     """The benchmark's items in file order (the first ``limit`` when given)."""
     kind = layout(location)
     if kind == "tasks":
-        items = iter_tasks(location)
+        items = iter_tasks(location, holdout)
     else:
         path = local_file(location, cache)
         items = iter_tsv(path) if kind == "tsv" else iter_jsonl(path)
@@ -263,11 +266,14 @@ def iter_items(location: str, cache: Path, limit: int | None = None) -> Iterator
         yield item
 
 
-def validate(location: str, cache: Path) -> int:
+def validate(location: str, cache: Path, holdout: float = 0.0) -> int:
     """Read the whole benchmark once; every problem in one error. Returns the number of items."""
     kind = layout(location)
     if kind == "tasks":
-        return sum(1 for _ in iter_tasks(location))
+        n = sum(1 for _ in iter_tasks(location, holdout))
+        if n == 0:
+            raise BenchmarkError(location, [f"no held-out samples (holdout={holdout})" if holdout else "no samples"])
+        return n
     path = local_file(location, cache)
     problems: list[str] = []
     ids: set[str] = set()

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ssrl.dataset import committed_shards, record_key
+from ssrl.dataset import committed_shards, in_holdout, record_key
 from ssrl.errors import SSRLError
 from ssrl.store import open_store
 from ssrl.tasks.base import IMAGE_TOKEN
@@ -52,13 +52,16 @@ def local_shards(dataset_url: str, cache: Path) -> list[Path]:
 
 
 def load_task_dataset(dataset_url: str, cache: Path, *, tasks: list[str] | None = None, limit_images: int = 5,
-                      max_samples: int | None = None, seed: int = 0) -> Any:
+                      max_samples: int | None = None, seed: int = 0, holdout: float = 0.0) -> Any:
     """Columns TRL needs: ``prompt`` (conversational), ``images`` (PIL, decoded lazily), plus ``answer`` and
-    ``task`` for the rewards. Rows with more than ``limit_images`` images are dropped."""
+    ``task`` for the rewards. Rows with more than ``limit_images`` images are dropped, and so are rows from the
+    held-out sources (``holdout``: the fraction ``ssrl eval --set holdout=...`` evaluates on)."""
     import datasets
 
     files = [str(p) for p in local_shards(dataset_url, cache)]
     ds = datasets.load_dataset("parquet", data_files=files, split="train", cache_dir=str(cache / "hf"))
+    if holdout > 0:
+        ds = ds.filter(lambda s: not in_holdout(s, holdout), input_columns=["source_id"])
     keep = [c for c in ds.column_names if c in ("problem", "images", "answer", "task")]
     ds = ds.select_columns(keep)
     if tasks:

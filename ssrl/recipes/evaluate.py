@@ -38,6 +38,8 @@ class EvalConfig:
     """Local scratch (default: ~/.cache/ssrl/evals/<name>)."""
     limit: int = 0
     """Evaluate only the first N items of each benchmark (0: all)."""
+    holdout: float = 0.0
+    """For generated task datasets: only the sources ``ssrl train --set holdout=<same>`` left out."""
     batch_size: int = 8
     max_new_tokens: int = 1024
     min_pixels: int = 262_144
@@ -56,6 +58,8 @@ class EvalConfig:
             problems.append(f"model names must differ, got {names}: name them with name=location")
         if self.batch_size < 1 or self.max_new_tokens < 1 or self.limit < 0:
             problems.append("batch_size and max_new_tokens must be >= 1 and limit >= 0")
+        if not 0 <= self.holdout < 1:
+            problems.append(f"holdout must be in [0, 1), got {self.holdout}")
         if self.bf16 not in ("auto", "true", "false", True, False):
             problems.append(f"bf16 must be auto, true or false, got {self.bf16!r}")
         if problems:
@@ -126,7 +130,7 @@ def _batches(bench: str, cfg: EvalConfig, cache: Path, rank: int, world: int) ->
     from ssrl.evals.items import iter_items
 
     batch: list[tuple] = []
-    for order, item in enumerate(iter_items(bench, cache, cfg.limit or None)):
+    for order, item in enumerate(iter_items(bench, cache, cfg.limit or None, cfg.holdout)):
         if order % world != rank:
             continue
         batch.append((order, item, _images(item.images)))
@@ -256,7 +260,7 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         pull_existing(cfg.output, staging)
-    sizes = {bench: validate(bench, scratch) for bench in cfg.benchmarks}
+    sizes = {bench: validate(bench, scratch, cfg.holdout) for bench in cfg.benchmarks}
     names = [benchmark_name(b) for b in cfg.benchmarks]
     if len(set(names)) != len(names):
         raise ConfigError(f"benchmark names must differ (they name the prediction files), got {names}")

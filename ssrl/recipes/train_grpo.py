@@ -48,6 +48,8 @@ class TrainConfig:
     tasks: list[str] = field(default_factory=list)
     """Train on these tasks only (default: all in the dataset)."""
     max_samples: int = 0
+    holdout: float = 0.0
+    """Leave this fraction of the dataset's sources out (by a hash of their id) for ``ssrl eval``."""
     seed: int = 0
     max_steps: int = -1
     """Stop after this many optimiser steps (-1: run num_train_epochs)."""
@@ -114,6 +116,8 @@ class TrainConfig:
             problems.append(f"resume must be none, auto or a step number, got {self.resume!r}")
         if self.lora_r and self.deepspeed == "zero3":
             problems.append("lora_r with deepspeed=zero3 is not supported here; use zero2 for LoRA")
+        if not 0 <= self.holdout < 1:
+            problems.append(f"holdout must be in [0, 1), got {self.holdout}")
         if self.limit_images < 1:
             problems.append(f"limit_images must be >= 1, got {self.limit_images}")
         if problems:
@@ -217,7 +221,7 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
     model_path = resolve_model(cfg.model, scratch)
     model, processor = load_model_and_processor(cfg, model_path, gpu)
     dataset = load_task_dataset(cfg.dataset, scratch, tasks=cfg.tasks or None, limit_images=cfg.limit_images,
-                                max_samples=cfg.max_samples or None, seed=cfg.seed)
+                                max_samples=cfg.max_samples or None, seed=cfg.seed, holdout=cfg.holdout)
     accuracy = TaskAccuracy()
     rewards = [AccuracyReward(on_score=accuracy.add) if name == "accuracy" else get_reward(name)
                for name in cfg.rewards]
