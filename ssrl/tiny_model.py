@@ -1,10 +1,11 @@
-"""A tiny randomly initialised Qwen2.5-VL, built offline, for demos and tests of the training stack.
+"""A tiny randomly initialised Qwen2.5-VL or Qwen3-VL, built offline, for demos and tests of the training stack.
 
-The model is the real ``Qwen2_5_VLForConditionalGeneration`` architecture (only shrunk), saved with
-``save_pretrained`` next to a real ``Qwen2_5_VLProcessor``, so ``AutoProcessor.from_pretrained`` and
-``AutoModelForImageTextToText.from_pretrained`` load it through exactly the path a real checkpoint takes:
-code that works on the tiny folder works on ``Qwen/Qwen2.5-VL-3B-Instruct``. Nothing is downloaded: the
-byte-level BPE tokenizer is trained here on text shaped like our task prompts and responses.
+The model is the real ``Qwen2_5_VLForConditionalGeneration`` (or ``Qwen3VLForConditionalGeneration``)
+architecture, only shrunk, saved with ``save_pretrained`` next to a real processor, so
+``AutoProcessor.from_pretrained`` and ``AutoModelForImageTextToText.from_pretrained`` load it through exactly
+the path a real checkpoint takes: code that works on the tiny folder works on ``Qwen/Qwen2.5-VL-3B-Instruct``
+or ``Qwen/Qwen3-VL-4B-Instruct``. Nothing is downloaded: the byte-level BPE tokenizer is trained here on text
+shaped like our task prompts and responses.
 
 torch and transformers are imported lazily so the generator-only install can import ``ssrl``.
 """
@@ -12,16 +13,14 @@ torch and transformers are imported lazily so the generator-only install can imp
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import typer
 
 from ssrl.tasks.base import FORMAT_INSTRUCTION, LETTERS, SEQ_SEP
 
-__all__ = ["CHAT_TEMPLATE", "SPECIAL_TOKENS", "build_tiny_model", "tiny_model_command"]
+__all__ = ["ARCHITECTURES", "CHAT_TEMPLATE", "SPECIAL_TOKENS", "build_tiny_model"]
 
 #: Qwen's special tokens, given ids 0.. in this order (the real vocabulary has them at 151643..).
 SPECIAL_TOKENS: tuple[str, ...] = (
@@ -184,9 +183,13 @@ def _train_tokenizer(vocab_size: int) -> Any:
     return tokenizer
 
 
+ARCHITECTURES = ("qwen2_5_vl", "qwen3_vl")
+
+
 def build_tiny_model(
     out_dir: str | Path,
     *,
+    arch: str = "qwen2_5_vl",
     seed: int = 0,
     vocab_size: int = 1024,
     hidden_size: int = 64,
@@ -194,20 +197,14 @@ def build_tiny_model(
     vision_depth: int = 2,
     vision_hidden: int = 32,
 ) -> Path:
-    """Build and save a tiny random Qwen2.5-VL (model, processor, tokenizer, chat template) into ``out_dir``.
-
-    Same arguments -> byte-identical files. Returns ``out_dir``.
+    """Build and save a tiny random Qwen2.5-VL or Qwen3-VL (model, processor, tokenizer, chat template) into
+    ``out_dir``. Same arguments -> byte-identical files. Returns ``out_dir``.
     """
     import torch
-    from transformers import (
-        GenerationConfig,
-        Qwen2_5_VLConfig,
-        Qwen2_5_VLForConditionalGeneration,
-        Qwen2_5_VLProcessor,
-        Qwen2VLImageProcessor,
-        Qwen2VLVideoProcessor,
-    )
+    from transformers import GenerationConfig
 
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"arch must be one of {ARCHITECTURES}, got {arch!r}")
     if hidden_size % 16 or vision_hidden % 16:
         raise ValueError(f"hidden_size and vision_hidden must be multiples of 16, got {hidden_size}, {vision_hidden}")
     out = Path(out_dir)
@@ -227,8 +224,6 @@ def build_tiny_model(
         "num_attention_heads": heads,
         "num_key_value_heads": max(1, heads // 2),
         "max_position_embeddings": 4096,
-        "max_window_layers": layers,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]},
         "bos_token_id": ids["<|endoftext|>"],
         "eos_token_id": ids["<|im_end|>"],
         "pad_token_id": ids["<|endoftext|>"],
@@ -240,52 +235,65 @@ def build_tiny_model(
         "intermediate_size": 2 * vision_hidden,
         "num_heads": vision_hidden // 16,
         "out_hidden_size": hidden_size,  # the merger projects straight into the language model's width
-        "patch_size": 14,
         "spatial_merge_size": 2,
         "temporal_patch_size": 2,
-        "window_size": 112,
-        "fullatt_block_indexes": [vision_depth - 1],
-        "tokens_per_second": 2,
     }
-    config = Qwen2_5_VLConfig(
-        text_config=text_config,
-        vision_config=vision_config,
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=False,
-    )
+    tokens = {"image_token_id": ids["<|image_pad|>"], "video_token_id": ids["<|video_pad|>"],
+              "vision_start_token_id": ids["<|vision_start|>"], "vision_end_token_id": ids["<|vision_end|>"]}
+    build = _qwen3_vl if arch == "qwen3_vl" else _qwen2_5_vl
     with torch.random.fork_rng(devices=[]):  # seed the weights without disturbing the caller's RNG
         torch.manual_seed(seed)
-        model = Qwen2_5_VLForConditionalGeneration(config)
+        model, processor = build(text_config, vision_config, tokens, tokenizer)
     # Stop at the end of the assistant turn (or of the text); no sampling defaults: the trainer sets those.
     model.generation_config = GenerationConfig(
         bos_token_id=ids["<|endoftext|>"],
         eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
         pad_token_id=ids["<|endoftext|>"],
     )
-
-    size = {"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS}
-    processor = Qwen2_5_VLProcessor(
-        image_processor=Qwen2VLImageProcessor(size=size),
-        tokenizer=tokenizer,
-        video_processor=Qwen2VLVideoProcessor(size=size),
-        chat_template=CHAT_TEMPLATE,
-    )
     model.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
     return out
 
 
-def tiny_model_command(
-    out_dir: Path = typer.Argument(..., help="Folder to write the model, processor and tokenizer into."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the random weights; same seed -> identical files."),
-) -> None:
-    """Build a tiny randomly initialised Qwen2.5-VL (real architecture, ~0.2M parameters) for offline demos and tests.
+def _qwen2_5_vl(text: dict, vision: dict, tokens: dict, tokenizer: Any) -> tuple[Any, Any]:
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+    )
 
-    The folder loads with AutoProcessor / AutoModelForImageTextToText like a real checkpoint.
-    """
-    start = time.perf_counter()
-    path = build_tiny_model(out_dir, seed=seed)
-    typer.echo(f"wrote a tiny Qwen2.5-VL to {path} in {time.perf_counter() - start:.1f}s")
+    text = {**text, "max_window_layers": text["num_hidden_layers"],
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]}}
+    vision = {**vision, "patch_size": 14, "window_size": 112, "fullatt_block_indexes": [vision["depth"] - 1],
+              "tokens_per_second": 2}
+    config = Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=False, **tokens)
+    size = {"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS}
+    processor = Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(size=size), tokenizer=tokenizer,
+                                    video_processor=Qwen2VLVideoProcessor(size=size), chat_template=CHAT_TEMPLATE)
+    return Qwen2_5_VLForConditionalGeneration(config), processor
+
+
+def _qwen3_vl(text: dict, vision: dict, tokens: dict, tokenizer: Any) -> tuple[Any, Any]:
+    """Qwen3-VL: 16-px patches with learned (interpolated) position embeddings, interleaved M-RoPE, DeepStack
+    features from the vision tower fed into the first language layers; same special tokens and template."""
+    from transformers import (
+        Qwen2VLImageProcessor,
+        Qwen3VLConfig,
+        Qwen3VLForConditionalGeneration,
+        Qwen3VLProcessor,
+        Qwen3VLVideoProcessor,
+    )
+
+    text = {**text, "head_dim": 16, "rope_parameters": {"rope_type": "default", "rope_theta": 5000000.0,
+                                                        "mrope_section": [2, 3, 3], "mrope_interleaved": True}}
+    vision = {**vision, "patch_size": 16, "num_position_embeddings": 64, "deepstack_visual_indexes": [0]}
+    config = Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=False, **tokens)
+    size = {"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS}
+    image_processor = Qwen2VLImageProcessor(size=size, patch_size=16, merge_size=2, image_mean=[0.5] * 3,
+                                            image_std=[0.5] * 3)
+    processor = Qwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                                 video_processor=Qwen3VLVideoProcessor(size=size, patch_size=16),
+                                 chat_template=CHAT_TEMPLATE)
+    return Qwen3VLForConditionalGeneration(config), processor

@@ -73,3 +73,15 @@ def test_strict_exits_3_and_store_errors_exit_4(tmp_path: Path) -> None:
     assert r.returncode == 4 and "store error" in r.stderr
     r = ssrl("report", str(tmp_path / "nothing"))
     assert r.returncode == 1 and "manifest.json does not exist" in r.stderr
+
+
+def test_usage_errors_exit_2_and_the_cli_needs_no_click_package() -> None:
+    # typer >= 0.29 vendors click; the `click` package comes only with some extras. Block it entirely.
+    code = ("import sys; sys.modules['click'] = None; from ssrl.cli import main; "
+            "sys.exit(main(sys.argv[1:]))")
+    r = subprocess.run([sys.executable, "-c", code, "generate", "--bogus"], capture_output=True, text=True)
+    assert r.returncode == 2 and "No such option: --bogus" in r.stderr and "internal error" not in r.stderr
+    r = subprocess.run([sys.executable, "-c", code, "store", "mb", "/tmp/not-s3"], capture_output=True, text=True)
+    assert r.returncode == 2 and "needs an s3:// URL" in r.stderr
+    r = subprocess.run([sys.executable, "-c", code, "tasks"], capture_output=True, text=True)
+    assert r.returncode == 0 and "shuffle" in r.stdout

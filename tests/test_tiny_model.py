@@ -1,4 +1,4 @@
-"""The tiny Qwen2.5-VL loads through the Auto classes like a real checkpoint and runs on CPU end to end."""
+"""The tiny Qwen2.5-VL and Qwen3-VL load through the Auto classes like real checkpoints and run on CPU end to end."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ transformers = pytest.importorskip("transformers")
 
 from PIL import Image  # noqa: E402
 
-from ssrl.tiny_model import SPECIAL_TOKENS, build_tiny_model, tiny_model_command  # noqa: E402
+from ssrl.cli import main  # noqa: E402
+from ssrl.tiny_model import SPECIAL_TOKENS, build_tiny_model  # noqa: E402
 
 SIZES = [(56, 84), (112, 112), (84, 56), (60, 150), (30, 30)]  # (height, width); 30 px is near the 28 px minimum
 
@@ -30,9 +31,19 @@ def _messages(n_images: int, answer: str | None = None) -> list[dict]:
     return messages
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+CLASSES = {"qwen2_5_vl": ("Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLProcessor"),
+           "qwen3_vl": ("Qwen3VLForConditionalGeneration", "Qwen3VLProcessor")}
+
+
+@pytest.fixture(scope="module", params=list(CLASSES))
+def tiny_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", arch=request.param, seed=0)
+
+
+def arch_of(path: Path) -> str:
+    import json
+
+    return json.loads((path / "config.json").read_text())["model_type"]
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +64,9 @@ def test_saved_files_are_safetensors_only(tiny_dir: Path) -> None:
     assert not [n for n in names if n.endswith((".bin", ".pt", ".pth", ".pkl"))]
 
 
-def test_loads_as_real_qwen25vl(loaded: tuple) -> None:
+def test_loads_as_real_qwen_vl(loaded: tuple, tiny_dir: Path) -> None:
     processor, model = loaded
-    assert type(model).__name__ == "Qwen2_5_VLForConditionalGeneration"
-    assert type(processor).__name__ == "Qwen2_5_VLProcessor"
+    assert (type(model).__name__, type(processor).__name__) == CLASSES[arch_of(tiny_dir)]
     tok = processor.tokenizer
     assert type(tok).__name__ == "Qwen2Tokenizer"
     assert tok.convert_tokens_to_ids(list(SPECIAL_TOKENS)) == list(range(len(SPECIAL_TOKENS)))
@@ -122,15 +132,18 @@ def test_training_step_reaches_vision_and_language(tiny_dir: Path) -> None:
 
 
 def test_same_seed_same_files(tiny_dir: Path, tmp_path: Path) -> None:
-    again = build_tiny_model(tmp_path / "again", seed=0)
+    arch = arch_of(tiny_dir)
+    again = build_tiny_model(tmp_path / "again", arch=arch, seed=0)
     for name in ("model.safetensors", "tokenizer.json", "config.json", "processor_config.json"):
         assert (again / name).read_bytes() == (tiny_dir / name).read_bytes(), name
-    other = build_tiny_model(tmp_path / "other", seed=1)
+    other = build_tiny_model(tmp_path / "other", arch=arch, seed=1)
     assert (other / "model.safetensors").read_bytes() != (tiny_dir / "model.safetensors").read_bytes()
     assert (other / "tokenizer.json").read_bytes() == (tiny_dir / "tokenizer.json").read_bytes()
 
 
-def test_command_writes_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    tiny_model_command(tmp_path / "cli", seed=0)
-    assert (tmp_path / "cli" / "model.safetensors").is_file()
-    assert "tiny Qwen2.5-VL" in capsys.readouterr().out
+def test_command_writes_model(tmp_path: Path) -> None:
+    assert main(["tiny-model", str(tmp_path / "cli")]) == 0
+    assert (tmp_path / "cli" / "model.safetensors").is_file() and arch_of(tmp_path / "cli") == "qwen2_5_vl"
+    assert main(["tiny-model", str(tmp_path / "cli3"), "--arch", "qwen3_vl"]) == 0
+    assert arch_of(tmp_path / "cli3") == "qwen3_vl"
+    assert main(["tiny-model", str(tmp_path / "bad"), "--arch", "llava"]) == 2

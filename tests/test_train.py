@@ -175,3 +175,23 @@ def test_lora_and_frozen_vision(assets: dict[str, Path], tmp_path: Path) -> None
     assert r.returncode == 0, r.stderr[-3000:]
     files = open_store(tmp_path / "lora").list("step-1")
     assert "step-1/adapter_model.safetensors" in files and "step-1/adapter_config.json" in files
+
+
+def test_qwen3_vl_trains_and_evaluates(assets: dict[str, Path], tmp_path: Path) -> None:
+    """The Qwen3-VL architecture (16-px patches, interleaved M-RoPE, DeepStack) through the same paths."""
+    from ssrl.tiny_model import build_tiny_model
+
+    model = build_tiny_model(tmp_path / "tiny3", arch="qwen3_vl")
+    r = subprocess.run([sys.executable, "-m", "ssrl", "train", "--model", str(model), "--dataset",
+                        str(assets["tasks"]), "--output", str(tmp_path / "run"), "--max-steps", "1",
+                        "--set", "save_steps=1", *FAST], capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert list_steps(open_store(tmp_path / "run")) == [1]
+    r = subprocess.run([sys.executable, "-m", "ssrl", "eval", "-m", f"base={model}", "-m",
+                        f"trained={tmp_path / 'run'}", "-b", str(assets["tasks"]), "-o", str(tmp_path / "eval"),
+                        "--limit", "3", "--max-new-tokens", "8", "--set", "min_pixels=3136",
+                        "--set", "max_pixels=12544", "--set", f"work_dir={tmp_path / 'w'}"],
+                       capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert {m: s["n"] for m, s in results["benchmarks"]["tasks"].items()} == {"base": 3, "trained": 3}

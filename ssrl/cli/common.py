@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 
-import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -17,14 +16,20 @@ out = Console(highlight=False)
 EXIT_FAILURE, EXIT_CONFIG, EXIT_INPUT, EXIT_STORE, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
 
 
+def _is(e: BaseException, name: str) -> bool:
+    """Click's exceptions by name: typer >= 0.29 vendors its own click (``typer._click``), older typer uses
+    the ``click`` package; the CLI must not depend on which."""
+    return any(c.__name__ == name for c in type(e).__mro__)
+
+
 def report_error(e: BaseException) -> int:
     if isinstance(e, KeyboardInterrupt):
         console.print("[red]interrupted[/red]: committed shards are kept; rerun the same command to resume")
         return EXIT_INTERRUPTED
-    if isinstance(e, click.exceptions.Abort):
+    if _is(e, "Abort"):
         return EXIT_INTERRUPTED
-    if isinstance(e, click.ClickException):
-        e.show()
+    if _is(e, "ClickException"):  # usage errors: unknown option, bad value, missing argument
+        e.show()  # type: ignore[attr-defined]
         return EXIT_CONFIG
     if isinstance(e, ConfigError):
         console.print("[bold red]config error[/bold red]:")

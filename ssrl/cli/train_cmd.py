@@ -9,6 +9,7 @@ import typer
 
 from ssrl.cli.common import console, out
 from ssrl.config import load_config, to_dict
+from ssrl.errors import ConfigError
 
 
 def train(
@@ -61,9 +62,12 @@ def sft(
 def tiny_model(
     out_dir: Path = typer.Argument(..., help="Folder for the model, processor and tokenizer."),
     seed: int = typer.Option(0, "--seed"),
+    arch: str = typer.Option("qwen2_5_vl", "--arch", help="qwen2_5_vl or qwen3_vl."),
 ) -> None:
-    """Build a tiny randomly initialised Qwen2.5-VL (real architecture, working processor) offline."""
-    from ssrl.tiny_model import build_tiny_model
+    """Build a tiny randomly initialised Qwen2.5-VL or Qwen3-VL (real architecture, working processor) offline."""
+    from ssrl.tiny_model import ARCHITECTURES, build_tiny_model
 
-    path = build_tiny_model(out_dir, seed=seed)
+    if arch not in ARCHITECTURES:
+        raise ConfigError(f"--arch must be one of {', '.join(ARCHITECTURES)}, got {arch!r}")
+    path = build_tiny_model(out_dir, arch=arch, seed=seed)
     console.print(f"tiny model -> {path}")
