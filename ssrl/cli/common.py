@@ -16,6 +16,12 @@ out = Console(highlight=False)
 EXIT_FAILURE, EXIT_CONFIG, EXIT_INPUT, EXIT_STORE, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
 
 
+#: Optional imports -> the extra that installs them (pyproject.toml), for a one-line hint instead of a trace.
+EXTRAS = {m: "train" for m in ("torch", "torchvision", "transformers", "trl", "accelerate", "peft", "datasets",
+                                "deepspeed", "tensorboard")} | {"minio": "s3", "kubernetes": "k8s", "kubeflow": "k8s",
+                                                                "matplotlib": "eval"}
+
+
 def _is(e: BaseException, name: str) -> bool:
     """Click's exceptions by name: typer >= 0.29 vendors its own click (``typer._click``), older typer uses
     the ``click`` package; the CLI must not depend on which."""
@@ -47,6 +53,10 @@ def report_error(e: BaseException) -> int:
     if isinstance(e, SSRLError):
         console.print("[bold red]error[/bold red]:", end=" ")
         console.print(str(e), markup=False)
+        return EXIT_FAILURE
+    if isinstance(e, ModuleNotFoundError) and (extra := EXTRAS.get((e.name or "").split(".")[0])):
+        console.print("[bold red]missing dependency[/bold red]:", end=" ")
+        console.print(f"{e.name} — this command needs `pip install 'ssrl[{extra}]'`", markup=False)
         return EXIT_FAILURE
     console.print("[bold red]internal error[/bold red]", end=" ")
     console.print(f"({type(e).__name__}): {e}", markup=False)

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ssrl.errors import SSRLError
 from ssrl.evals.scoring import score_prediction, summarize
 
 PREDICTIONS = "predictions"
@@ -93,8 +94,11 @@ def markdown(results: dict[str, Any]) -> str:
 
 def chart(results: dict[str, Any], path: Path) -> None:
     """Grouped bars: one panel per benchmark, a bar per model for each category and overall."""
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ImportError:
+        raise SSRLError("the report's bar chart needs matplotlib: pip install 'ssrl[eval]' (or the train extra)") \
+            from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
