@@ -141,6 +141,17 @@ def test_generator_indexed_job_one_pod_per_shard(cluster: Cluster) -> None:
     indexes = sorted(p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] for p in pods)
     assert indexes == ["0", "1", "2"]
 
+    # The same generator as a PyTorchJob (for clusters that run everything through the operator): one replica
+    # per shard, sharded by RANK / WORLD_SIZE.
+    r = ssrl(cluster, "submit", "generate", "--name", "corpus2", "-n", ns, "--kind", "pytorchjob",
+             "--set", "generate.shards=3", "--set", "store_endpoint=http://minio:9000")
+    assert r.returncode == 0, r.stderr
+    name = "corpus2-generate"
+    pods = wait_for("3 generator replicas", lambda: (lambda items: items if len(items) == 3 else None)(
+        get(cluster, "pods", "-n", ns, "-l", f"training.kubeflow.org/job-name={name}")["items"]))
+    assert sorted((env_of(p)["RANK"], env_of(p)["WORLD_SIZE"]) for p in pods) == [("0", "3"), ("1", "3"), ("2", "3")]
+    wait_for("generator PyTorchJob Succeeded", lambda: pytorchjob_phase(cluster, name, ns) == "Succeeded")
+
 
 def test_helm_install_and_helm_test(cluster: Cluster, tmp_path: Path) -> None:
     helm = str(tool("helm"))
