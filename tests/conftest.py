@@ -20,6 +20,31 @@ REFERENCE = SHARED / "data" / "reference-samples"
 PYTORCHJOB_CRD = SHARED / "crds" / "kubeflow.org_pytorchjobs.yaml"
 
 
+def pytorchjob_problems(job: dict) -> list[str]:
+    """What the API server (CRD schema) and the training operator's admission webhook (v1.9
+    ``validatePyTorchReplicaSpecs``, not reachable in the cluster tier) would reject, plus our own shape.
+
+    The webhook's rules: Master replicas exactly 1, every other role at least 1, a container named "pytorch"
+    with an image in every role.
+    """
+    import jsonschema
+
+    name = job["metadata"]["name"]
+    problems = [f"{name}: {e.message}" for e in jsonschema.Draft7Validator(pytorchjob_schema()).iter_errors(job)]
+    for role, spec in job["spec"]["pytorchReplicaSpecs"].items():
+        replicas = spec.get("replicas")
+        if role == "Master" and replicas != 1:
+            problems.append(f"{name}: Master replicas must be 1, got {replicas}")
+        elif role != "Master" and replicas is not None and replicas < 1:
+            problems.append(f"{name}: {role} replicas must be at least 1, got {replicas} (omit the role instead)")
+        containers = spec["template"]["spec"]["containers"]
+        if not any(c["name"] == "pytorch" and c.get("image") for c in containers):
+            problems.append(f"{name}: {role} needs a container named pytorch with an image")
+        if role not in ("Master", "Worker") or spec.get("restartPolicy") != "OnFailure":
+            problems.append(f"{name}: {role} must be Master or Worker with restartPolicy OnFailure")
+    return problems
+
+
 @functools.cache
 def pytorchjob_schema() -> dict:
     """The CRD's v1 openAPIV3Schema; skips the calling test when ../shared/crds is absent."""

@@ -117,8 +117,14 @@ def test_k8s_manifests_apply_and_run(cluster: Cluster) -> None:
     suspended = [j["metadata"]["name"] for j in jobs if j["spec"].get("runPolicy", {}).get("suspend")]
     assert running
     for name in running:
-        wait_for(f"{name} pods", lambda name=name: get(cluster, "pods", "-n", ns, "-l",
-                                                      f"training.kubeflow.org/job-name={name}")["items"] or None)
+        pods = wait_for(f"{name} pods", lambda name=name: get(cluster, "pods", "-n", ns, "-l",
+                                                             f"training.kubeflow.org/job-name={name}")["items"] or None)
+        replicas = sum(int(r.get("replicas", 1)) for r in next(
+            j for j in jobs if j["metadata"]["name"] == name)["spec"]["pytorchReplicaSpecs"].values())
+        assert all(env_of(p)["MASTER_ADDR"] and env_of(p)["WORLD_SIZE"] for p in pods)
+        wait_for(f"{name} Succeeded", lambda name=name: pytorchjob_phase(cluster, name, ns) == "Succeeded")
+        assert len(get(cluster, "pods", "-n", ns, "-l", f"training.kubeflow.org/job-name={name}")["items"]) \
+            in (0, replicas)  # the operator may clean finished pods up (cleanPodPolicy)
     for name in suspended:  # the alternative generator stays parked until a user resumes it
         wait_for(f"{name} Suspended", lambda name=name: pytorchjob_phase(cluster, name, ns) == "Suspended")
         assert not get(cluster, "pods", "-n", ns, "-l", f"training.kubeflow.org/job-name={name}")["items"]
