@@ -27,7 +27,7 @@ from tests.conftest import PYTORCHJOB_CRD
 from tests.servers import free_port, tool
 
 KUBE_TOOLS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "training-operator.v1", "kwok")
-GPU_NODES = ("gpu-node-0", "gpu-node-1")
+GPU_NODES = ("gpu-node-0", "gpu-node-1", "gpu-node-2", "gpu-node-3")
 LOG_LINES = ("ssrl train: step 1/2 reward 0.10", "ssrl train: step 2/2 reward 0.30")
 #: KWOK's pod stages (Running at once; finishing pods Succeeded 3 s later; deleted pods released).
 POD_STAGES = Path(__file__).with_name("kwok-stages.yaml")
@@ -256,8 +256,8 @@ metadata:
   labels: {{type: kwok, kubernetes.io/hostname: {name}, kubernetes.io/os: linux, nvidia.com/gpu.present: "true"}}
   annotations: {{node.alpha.kubernetes.io/ttl: "0", kwok.x-k8s.io/node: fake}}
 status:
-  allocatable: {{cpu: "64", memory: 512Gi, pods: "110", nvidia.com/gpu: "8"}}
-  capacity: {{cpu: "64", memory: 512Gi, pods: "110", nvidia.com/gpu: "8"}}
+  allocatable: {{cpu: "128", memory: 2Ti, pods: "110", nvidia.com/gpu: "8"}}
+  capacity: {{cpu: "128", memory: 2Ti, pods: "110", nvidia.com/gpu: "8"}}
 """
 
 

@@ -262,3 +262,26 @@ def test_ssrl_jobs_follow_a_pytorchjob_through_its_phases_and_delete_it(cluster:
     wait_for("pods and services gone", lambda: not get(cluster, "pods", "-n", ns)["items"] and not [
         s for s in get(cluster, "services", "-n", ns)["items"] if s["metadata"]["name"].startswith("watch-")])
     assert cluster.kubectl("get", "pytorchjob", "watch-train", "-n", ns, check=False).returncode != 0
+
+
+def test_helm_multinode_training_takes_one_8_gpu_node_per_pod(cluster: Cluster) -> None:
+    """helm/ssrl/ci/multinode-values.yaml: Master + 2 Workers x 8 GPUs x 8 processes (24 ranks), 64 generator
+    shards, an 8-GPU evaluation, on four fake 8-GPU nodes."""
+    helm, ns = str(tool("helm")), "ssrl-multi"
+    r = subprocess.run([helm, "install", "multi", str(ROOT / "helm" / "ssrl"), "-n", ns, "--create-namespace",
+                        "-f", str(ROOT / "helm" / "ssrl" / "ci" / "multinode-values.yaml"), "--wait", "--timeout",
+                        "3m"], capture_output=True, text=True, env=cluster.env(), timeout=240)
+    assert r.returncode == 0, r.stdout + r.stderr
+    train = next(j["metadata"]["name"] for j in get(cluster, "pytorchjobs", "-n", ns)["items"]
+                 if j["metadata"]["name"].endswith("-train"))
+    pods = wait_for("3 scheduled training pods", lambda: (lambda items: items if len(items) == 3 and all(
+        p["spec"].get("nodeName") for p in items) else None)(
+        get(cluster, "pods", "-n", ns, "-l", f"training.kubeflow.org/job-name={train}")["items"]))
+    assert len({p["spec"]["nodeName"] for p in pods}) == 3  # 8 GPUs each: one pod per node
+    assert {env_of(p)["WORLD_SIZE"] for p in pods} == {"24"} and sorted(env_of(p)["RANK"] for p in pods) == [
+        "0", "1", "2"]
+    wait_for("training Succeeded", lambda: pytorchjob_phase(cluster, train, ns) == "Succeeded")
+    gen = next(j for j in get(cluster, "jobs", "-n", ns)["items"] if j["metadata"]["name"].endswith("-generate"))
+    assert gen["spec"]["completions"] == 64
+    wait_for("64 shards done", lambda: get(cluster, "job", gen["metadata"]["name"], "-n", ns).get(
+        "status", {}).get("succeeded") == 64, timeout=180)
