@@ -216,7 +216,7 @@ current-context: ssrl-test
                              f"--tls-private-key-file={pki / 'apiserver.key'}"])
         for name in GPU_NODES:
             self.kubectl("apply", "-f", "-", input=_node(name))
-        for i in range(4):  # pre-provisioned volumes for StatefulSets' claims (no provisioner runs here)
+        for i in range(8):  # pre-provisioned volumes for StatefulSets' claims (no provisioner runs here)
             self.kubectl("apply", "-f", "-", input=_volume(f"pv-{i}"))
         self._wait("fake GPU nodes", self._nodes_ready, 60, "kwok")
         self._wait("default service account", lambda: self.kubectl(
@@ -266,7 +266,7 @@ def _volume(name: str) -> str:
 kind: PersistentVolume
 metadata: {{name: {name}}}
 spec:
-  capacity: {{storage: 1Ti}}
+  capacity: {{storage: 4Ti}}
   accessModes: [ReadWriteOnce]
   persistentVolumeReclaimPolicy: Delete
   storageClassName: ""

@@ -105,8 +105,9 @@ def test_submit_train_pytorchjob_runs_to_completion(cluster: Cluster) -> None:
     wait_for("PyTorchJob Succeeded", lambda: pytorchjob_phase(cluster, "grpo-train", ns) == "Succeeded")
 
 
-def test_k8s_manifests_apply_and_run(cluster: Cluster) -> None:
-    rendered = cluster.kubectl("kustomize", str(ROOT / "k8s" / "overlays" / "dev")).stdout
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_k8s_manifests_apply_and_run(cluster: Cluster, overlay: str) -> None:
+    rendered = cluster.kubectl("kustomize", str(ROOT / "k8s" / "overlays" / overlay)).stdout
     cluster.kubectl("apply", "--server-side", "-f", "-", input=rendered)
     docs = [d for d in rendered.split("\n---\n") if d.strip()]
     ns = next(line.split(":", 1)[1].strip() for d in docs for line in d.splitlines()
@@ -132,6 +133,8 @@ def test_k8s_manifests_apply_and_run(cluster: Cluster) -> None:
     assert statefulsets and wait_for("MinIO pod running", lambda: any(
         p["status"].get("phase") == "Running" for p in get(cluster, "pods", "-n", ns)["items"]
         if p["metadata"]["name"].startswith(statefulsets[0]["metadata"]["name"])))
+    # Both overlays use one namespace: remove it (pods, claims and all) so the next overlay starts clean.
+    cluster.kubectl("delete", "namespace", ns, "--wait", "--timeout=120s", timeout=150)
 
 
 def test_generator_indexed_job_one_pod_per_shard(cluster: Cluster) -> None:
