@@ -266,3 +266,12 @@ def test_holdout_split_training_and_evaluation_see_disjoint_sources(synth_dir: P
     assert len(train) == len(rows) - len(items)
     assert sorted(train["answer"]) == sorted(r["answer"] for r in rows if r["source_id"] not in held)
     assert validate(str(tmp_path / "tasks"), tmp_path, holdout=0.4) == len(items)
+
+
+def test_missing_model_is_a_clear_error_and_writes_nothing(tmp_path: Path) -> None:
+    (tmp_path / "ok.jsonl").write_text('{"question": "q", "options": ["x", "y"], "answer": "A"}\n')
+    r = subprocess.run([sys.executable, "-m", "ssrl", "eval", "-m", str(tmp_path / "missing"), "-b",
+                        str(tmp_path / "ok.jsonl"), "-o", str(tmp_path / "out"),
+                        "--set", f"work_dir={tmp_path / 'w'}"], capture_output=True, text=True, env=env())
+    assert r.returncode == 1 and "does not exist" in r.stderr and "internal error" not in r.stderr
+    assert not (tmp_path / "out").exists()

@@ -15,14 +15,17 @@ def resolve_model(location: str, cache: Path) -> str:
     """A local folder for ``from_pretrained``: a run's latest committed step, or a store URL pulled once
     (checksums verified)."""
     from ssrl.checkpoints import latest_step, pull_checkpoint, step_prefix
-    from ssrl.errors import StoreError
+    from ssrl.errors import SSRLError, StoreError
     from ssrl.store import open_store
     from ssrl.transfer import pull_tree, read_commit
 
     local = location.removeprefix("file://")
     if "://" not in local:
-        if (Path(local) / "config.json").is_file() or not Path(local).is_dir():
-            return local  # a model folder (or a missing path: from_pretrained says what is wrong)
+        if not Path(local).exists():
+            raise SSRLError(f"model {local} does not exist (models load from a folder or a store URL; nothing is "
+                            "downloaded from a hub)")
+        if (Path(local) / "config.json").is_file():
+            return local
         step = latest_step(open_store(local))
         if step is None:
             raise StoreError(f"{local} is neither a model folder (no config.json) nor a checkpoint run "
