@@ -288,3 +288,35 @@ def test_helm_multinode_training_takes_one_8_gpu_node_per_pod(cluster: Cluster) 
     assert gen["spec"]["completions"] == 64
     wait_for("64 shards done", lambda: get(cluster, "job", gen["metadata"]["name"], "-n", ns).get(
         "status", {}).get("succeeded") == 64, timeout=180)
+
+
+def test_a_real_training_run_records_its_progress_on_its_pytorchjob(cluster: Cluster, synth_dir: Path,
+                                                                    tmp_path: Path) -> None:
+    """`ssrl train` (tiny model, real TRL steps) run as rank 0 of an existing PyTorchJob, as the pod would."""
+    pytest.importorskip("torch")
+    pytest.importorskip("trl")
+    from ssrl.generate import GenerateConfig, run
+    from ssrl.tiny_model import build_tiny_model
+
+    ns = "progress"
+    store_secret(cluster, ns)
+    r = ssrl(cluster, "submit", "train", "--name", "local", "-n", ns, "--set", "store_endpoint=http://minio:9000")
+    assert r.returncode == 0, r.stderr
+    run(GenerateConfig(inputs=[str(synth_dir)], output=str(tmp_path / "tasks"), min_pixels=3136, max_pixels=12544))
+    build_tiny_model(tmp_path / "tiny")
+    env = {**cluster.env(), "SSRL_JOB_NAME": "local-train", "SSRL_JOB_NAMESPACE": ns, "SSRL_PROGRESS_INTERVAL": "0",
+           "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    r = subprocess.run([sys.executable, "-m", "ssrl", "train", "--model", str(tmp_path / "tiny"), "--dataset",
+                        str(tmp_path / "tasks"), "--output", str(tmp_path / "run"), "--max-steps", "2",
+                        "--set", "save_steps=2", "--set", "max_completion_length=16", "--set", "min_pixels=3136",
+                        "--set", "max_pixels=12544", "--set", "per_device_train_batch_size=4",
+                        "--set", "num_generations=2", "--set", "report_to=[]"],
+                       capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = ssrl(cluster, "jobs", "status", "local-train", "-n", ns, "--json")
+    assert r.returncode == 0, r.stderr
+    progress = json.loads(r.stdout)["progress"]
+    assert progress["step"] == 2 and progress["max_steps"] == 2 and "reward" in progress
+    assert progress["accuracy"] and set(progress["accuracy"]) <= {"shuffle", "flip", "crop", "depth_order", "position"}
+    r = ssrl(cluster, "jobs", "status", "local-train", "-n", ns)
+    assert r.returncode == 0 and "step" in r.stdout
