@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -259,6 +260,24 @@ def test_ssrl_jobs_follow_a_pytorchjob_through_its_phases_and_delete_it(cluster:
     assert r.returncode == 0, r.stderr
     assert "watch-train-master-0" in r.stdout and "watch-train-worker-0" in r.stdout
     assert r.stdout.count(LOG_LINES[0]) == 2
+    # --follow streams (KWOK's log stub never reports the container finished, so the stream stays open here;
+    # a real kubelet ends it with the container).
+    proc = subprocess.Popen([sys.executable, "-m", "ssrl", "jobs", "logs", "watch-train", "-n", ns, "--follow"],
+                            stdout=subprocess.PIPE, text=True, env=cluster.env(), cwd=ROOT)
+    watchdog = threading.Timer(60, proc.kill)  # readline blocks: a stream that never delivers is killed
+    watchdog.start()
+    try:
+        seen: list[str] = []
+        while LOG_LINES[-1] not in "".join(seen):
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+        assert LOG_LINES[0] in "".join(seen) and LOG_LINES[-1] in "".join(seen), seen
+    finally:
+        watchdog.cancel()
+        proc.kill()
+        proc.wait()
 
     r = ssrl(cluster, "jobs", "delete", "watch-train", "-n", ns)
     assert r.returncode == 0, r.stderr
