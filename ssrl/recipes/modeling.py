@@ -74,3 +74,24 @@ def load_model_and_processor(path: str, *, min_pixels: int, max_pixels: int, bf1
             if "visual" in name or "vision_tower" in name:
                 param.requires_grad_(False)
     return model, processor
+
+
+def lora_config(rank: int) -> Any:
+    """LoRA on every linear layer of the language model (the vision tower stays whole), alpha = 2 x rank, as
+    the paper's cold start (rank 128); None for full fine-tuning (rank 0)."""
+    if not rank:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=rank, lora_alpha=2 * rank, target_modules="all-linear", exclude_modules=r".*visual.*",
+                      task_type="CAUSAL_LM")
+
+
+def run_scratch(output: str, work_dir: str = "") -> Path:
+    """Local scratch of a training run: ``work_dir`` when set, else beside a local ``output``, else under
+    ~/.cache/ssrl/runs/<run name> for a store URL."""
+    if work_dir:
+        return Path(work_dir)
+    if "://" not in output:
+        return Path(output).parent / f".work-{Path(output).name}"
+    return Path("~/.cache/ssrl/runs").expanduser() / output.rstrip("/").rsplit("/", 1)[-1]

@@ -106,24 +106,19 @@ def main(cfg: SFTRunConfig) -> dict[str, Any]:
 
     from ssrl.checkpoints import list_steps
     from ssrl.recipes.callbacks import StoreCheckpointCallback
-    from ssrl.recipes.modeling import load_model_and_processor, resolve_model
-    from ssrl.recipes.train_grpo import TrainConfig, flag, work_dir
+    from ssrl.recipes.modeling import load_model_and_processor, lora_config, resolve_model, run_scratch
+    from ssrl.recipes.train_grpo import flag
     from ssrl.store import open_store
 
     rows = read_conversations(cfg.data)
     gpu = torch.cuda.is_available()
-    scratch = work_dir(TrainConfig(output=cfg.output, work_dir=cfg.work_dir))
+    scratch = run_scratch(cfg.output, cfg.work_dir)
     scratch.mkdir(parents=True, exist_ok=True)
     model, processor = load_model_and_processor(resolve_model(cfg.model, scratch), min_pixels=cfg.min_pixels,
                                                 max_pixels=cfg.max_pixels, bf16=flag(cfg.bf16, gpu),
                                                 trust_remote_code=cfg.trust_remote_code)
     dataset = datasets.Dataset.from_list(rows).cast_column("images", datasets.Sequence(datasets.Image()))
-    peft_config = None
-    if cfg.lora_r:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, target_modules="all-linear",
-                                 exclude_modules=r".*visual.*", task_type="CAUSAL_LM")
+    peft_config = lora_config(cfg.lora_r)
     args = SFTConfig(
         output_dir=str(scratch / "sft"), max_steps=cfg.max_steps, num_train_epochs=cfg.num_train_epochs,
         learning_rate=cfg.learning_rate, warmup_steps=cfg.warmup_ratio, lr_scheduler_type="cosine",

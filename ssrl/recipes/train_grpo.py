@@ -148,11 +148,9 @@ def ensure_distributed_env() -> None:
 
 
 def work_dir(cfg: TrainConfig) -> Path:
-    if cfg.work_dir:
-        return Path(cfg.work_dir)
-    if "://" not in cfg.output:
-        return Path(cfg.output).parent / f".work-{Path(cfg.output).name}"
-    return Path("~/.cache/ssrl/runs").expanduser() / cfg.output.rstrip("/").rsplit("/", 1)[-1]
+    from ssrl.recipes.modeling import run_scratch
+
+    return run_scratch(cfg.output, cfg.work_dir)
 
 
 def build_grpo_args(cfg: TrainConfig, out_dir: Path, gpu: bool, suppress: list[int] | None = None) -> Any:
@@ -209,7 +207,7 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
     from ssrl.checkpoints import latest_step, list_steps, pull_checkpoint
     from ssrl.recipes.callbacks import JobProgressCallback, MetricsCallback, StoreCheckpointCallback, TaskAccuracy
     from ssrl.recipes.data import load_task_dataset
-    from ssrl.recipes.modeling import resolve_model, vision_token_ids
+    from ssrl.recipes.modeling import lora_config, resolve_model, vision_token_ids
     from ssrl.rewards import AccuracyReward, get_reward
     from ssrl.store import open_store
 
@@ -226,12 +224,7 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
     rewards = [AccuracyReward(on_score=accuracy.add) if name == "accuracy" else get_reward(name)
                for name in cfg.rewards]
     args = build_grpo_args(cfg, scratch / "trainer", gpu, suppress=vision_token_ids(model.config))
-    peft_config = None
-    if cfg.lora_r:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, target_modules="all-linear",
-                                 exclude_modules=r".*visual.*", task_type="CAUSAL_LM")
+    peft_config = lora_config(cfg.lora_r)
     run = open_store(cfg.output)
     resume_from = None
     if cfg.resume != "none":
