@@ -183,17 +183,20 @@ def _tsv_item(line: int, row: dict[str, str], base: Path, images_by_index: dict[
                     category=(row.get("category") or "").strip(), options=options)
 
 
-def iter_tsv(path: Path) -> Iterator[EvalItem]:
-    images_by_index: dict[str, list[bytes]] = {}
+def _parse_tsv(path: Path) -> Iterator[tuple[str, EvalItem | Exception]]:
+    """(where, item or the problem with that row) for every row; rows whose image others name are kept."""
     referenced = {v for _, r in _tsv_rows(path) if len(v := (r.get("image") or "").strip()) <= 64 and v}
+    images_by_index: dict[str, list[bytes]] = {}
     for line, row in _tsv_rows(path):
+        where = f"line {line} (index {row.get('index')})"
         try:
             item = _tsv_item(line, row, path.parent, images_by_index)
         except (ValueError, OSError) as e:
-            raise BenchmarkError(str(path), [f"line {line} (index {row.get('index')}): {e}"]) from None
+            yield where, e
+            continue
         if row["index"] in referenced:
             images_by_index[row["index"]] = item.images
-        yield item
+        yield where, item
 
 
 # ------------------------------------------------------------------------------------------------ JSONL
@@ -222,7 +225,8 @@ def _jsonl_item(obj: dict, base: Path) -> EvalItem:
                     category=str(obj.get("category", "")), options=options)
 
 
-def iter_jsonl(path: Path) -> Iterator[EvalItem]:
+def _parse_jsonl(path: Path) -> Iterator[tuple[str, EvalItem | Exception]]:
+    """(where, item or the problem with that line) for every non-blank line; ids default to the line number."""
     with path.open(encoding="utf-8") as f:
         for line, text in enumerate(f, start=1):
             if not text.strip():
@@ -233,10 +237,14 @@ def iter_jsonl(path: Path) -> Iterator[EvalItem]:
                     raise ValueError("not a JSON object")
                 item = _jsonl_item(obj, path.parent)
             except (ValueError, OSError) as e:
-                raise BenchmarkError(str(path), [f"line {line}: {e}"]) from None
-            if not item.id:
-                item.id = str(line)
-            yield item
+                yield f"line {line}", e
+                continue
+            item.id = item.id or str(line)
+            yield f"line {line}", item
+
+
+def _parse_file(path: Path, kind: str) -> Iterator[tuple[str, EvalItem | Exception]]:
+    return _parse_tsv(path) if kind == "tsv" else _parse_jsonl(path)
 
 
 # ------------------------------------------------------------------------------------------------ tasks
@@ -255,15 +263,18 @@ def iter_tasks(location: str, holdout: float = 0.0) -> Iterator[EvalItem]:
 def iter_items(location: str, cache: Path, limit: int | None = None, holdout: float = 0.0) -> Iterator[EvalItem]:
     """The benchmark's items in file order (the first ``limit`` when given)."""
     kind = layout(location)
-    if kind == "tasks":
-        items = iter_tasks(location, holdout)
-    else:
-        path = local_file(location, cache)
-        items = iter_tsv(path) if kind == "tsv" else iter_jsonl(path)
+    items = iter_tasks(location, holdout) if kind == "tasks" else _items_of(local_file(location, cache), kind)
     for n, item in enumerate(items):
         if limit is not None and n >= limit:
             return
         yield item
+
+
+def _items_of(path: Path, kind: str) -> Iterator[EvalItem]:
+    for where, got in _parse_file(path, kind):
+        if isinstance(got, Exception):
+            raise BenchmarkError(str(path), [f"{where}: {got}"])
+        yield got
 
 
 def validate(location: str, cache: Path, holdout: float = 0.0) -> int:
@@ -274,40 +285,17 @@ def validate(location: str, cache: Path, holdout: float = 0.0) -> int:
         if n == 0:
             raise BenchmarkError(location, [f"no held-out samples (holdout={holdout})" if holdout else "no samples"])
         return n
-    path = local_file(location, cache)
     problems: list[str] = []
     ids: set[str] = set()
     n = 0
-    if kind == "tsv":
-        referenced = {v for _, r in _tsv_rows(path) if len(v := (r.get("image") or "").strip()) <= 64 and v}
-        known: dict[str, list[bytes]] = {}
-        for line, row in _tsv_rows(path):
-            try:
-                item = _tsv_item(line, row, path.parent, known)
-                if row["index"] in referenced:
-                    known[row["index"]] = [b""]  # only presence matters here
-                n += 1
-                if item.id in ids:
-                    problems.append(f"line {line}: duplicate index {item.id!r}")
-                ids.add(item.id)
-            except (ValueError, OSError) as e:
-                problems.append(f"line {line} (index {row.get('index')}): {e}")
-    else:
-        with path.open(encoding="utf-8") as f:
-            for line, text in enumerate(f, start=1):
-                if not text.strip():
-                    continue
-                try:
-                    obj = json.loads(text)
-                    if not isinstance(obj, dict):
-                        raise ValueError("not a JSON object")
-                    item = _jsonl_item(obj, path.parent)
-                    n += 1
-                    if item.id and item.id in ids:
-                        problems.append(f"line {line}: duplicate id {item.id!r}")
-                    ids.add(item.id)
-                except (ValueError, OSError) as e:
-                    problems.append(f"line {line}: {e}")
+    for where, got in _parse_file(local_file(location, cache), kind):
+        if isinstance(got, Exception):
+            problems.append(f"{where}: {got}")
+            continue
+        n += 1
+        if got.id in ids:
+            problems.append(f"{where}: duplicate id {got.id!r}")
+        ids.add(got.id)
     if problems:
         raise BenchmarkError(location, problems)
     if n == 0:
