@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
+import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -14,6 +17,26 @@ console = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False)
 
 EXIT_FAILURE, EXIT_CONFIG, EXIT_INPUT, EXIT_STORE, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def sub_app(help: str) -> typer.Typer:
+    """A command group that also runs on its own (tests invoke it directly): same options as the root app."""
+    return typer.Typer(help=help, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                       context_settings={"help_option_names": ["-h", "--help"]})
+
+
+def exits_on_error(command: F) -> F:
+    """The platform's errors become a message and the exit code, also when a group runs on its own (the root
+    ``main`` does the same for everything else)."""
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except SSRLError as e:
+            raise typer.Exit(report_error(e)) from None
+    return wrapper  # type: ignore[return-value]
 
 
 #: Optional imports -> the extra that installs them (pyproject.toml), for a one-line hint instead of a trace.

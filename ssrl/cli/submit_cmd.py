@@ -10,17 +10,11 @@ from typing import Any
 
 import typer
 
-from ssrl.cli.common import console, report_error
+from ssrl.cli.common import console, exits_on_error, sub_app
 from ssrl.config import load_config
-from ssrl.errors import ConfigError, SSRLError
+from ssrl.errors import ConfigError
 
-submit_app = typer.Typer(
-    help="Run sharded generation, GRPO training or evaluation on Kubernetes (Job / Kubeflow PyTorchJob).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+submit_app = sub_app("Run sharded generation, GRPO training or evaluation on Kubernetes (Job / Kubeflow PyTorchJob).")
 
 _CONFIG = typer.Option(None, "--config", "-c", help="YAML file of SubmitConfig fields (ssrl.jobs).")
 _SET = typer.Option(None, "--set", "-s", help="Override any field: key=value, e.g. train.workers=3.")
@@ -55,6 +49,7 @@ def _finish(obj: Any, namespace: str, dry_run: bool) -> None:
 
 
 @submit_app.command("generate")
+@exits_on_error
 def generate(
     config: Path | None = _CONFIG,
     overrides: list[str] | None = _SET,
@@ -69,20 +64,18 @@ def generate(
     dry_run: bool = _DRY_RUN,
 ) -> None:
     """Sharded `ssrl generate`: one pod per shard, as an Indexed Job or a PyTorchJob."""
-    try:
-        if kind not in ("job", "pytorchjob"):
-            raise ConfigError(f"--kind must be job or pytorchjob, got {kind!r}")
-        cfg = _config(config, overrides, {"name": name, "namespace": namespace, "image_generator": image},
-                      "generate", {"inputs": inputs or None, "output": output, "shards": shards, "tasks": tasks})
-        from ssrl.jobs import build_generate_job, build_generate_pytorchjob
+    if kind not in ("job", "pytorchjob"):
+        raise ConfigError(f"--kind must be job or pytorchjob, got {kind!r}")
+    cfg = _config(config, overrides, {"name": name, "namespace": namespace, "image_generator": image},
+                  "generate", {"inputs": inputs or None, "output": output, "shards": shards, "tasks": tasks})
+    from ssrl.jobs import build_generate_job, build_generate_pytorchjob
 
-        obj = build_generate_job(cfg) if kind == "job" else build_generate_pytorchjob(cfg)
-        _finish(obj, cfg.namespace, dry_run)
-    except SSRLError as e:
-        raise typer.Exit(report_error(e)) from None
+    obj = build_generate_job(cfg) if kind == "job" else build_generate_pytorchjob(cfg)
+    _finish(obj, cfg.namespace, dry_run)
 
 
 @submit_app.command("train")
+@exits_on_error
 def train(
     config: Path | None = _CONFIG,
     overrides: list[str] | None = _SET,
@@ -99,18 +92,16 @@ def train(
     dry_run: bool = _DRY_RUN,
 ) -> None:
     """GRPO training as a PyTorchJob: `torchrun -m ssrl train --config ... --resume auto`."""
-    try:
-        cfg = _config(config, overrides, {"name": name, "namespace": namespace, "image_trainer": image}, "train",
-                      {"config_map": config_map, "model": model, "dataset": dataset, "output": output,
-                       "workers": workers, "gpus_per_node": gpus_per_node, "nproc_per_node": nproc_per_node})
-        from ssrl.jobs import build_train_pytorchjob
+    cfg = _config(config, overrides, {"name": name, "namespace": namespace, "image_trainer": image}, "train",
+                  {"config_map": config_map, "model": model, "dataset": dataset, "output": output,
+                   "workers": workers, "gpus_per_node": gpus_per_node, "nproc_per_node": nproc_per_node})
+    from ssrl.jobs import build_train_pytorchjob
 
-        _finish(build_train_pytorchjob(cfg), cfg.namespace, dry_run)
-    except SSRLError as e:
-        raise typer.Exit(report_error(e)) from None
+    _finish(build_train_pytorchjob(cfg), cfg.namespace, dry_run)
 
 
 @submit_app.command("eval")
+@exits_on_error
 def evaluate(
     config: Path | None = _CONFIG,
     overrides: list[str] | None = _SET,
@@ -125,12 +116,9 @@ def evaluate(
     dry_run: bool = _DRY_RUN,
 ) -> None:
     """`ssrl eval` of models x benchmarks as a Job; the report is committed to --output."""
-    try:
-        cfg = _config(config, overrides, {"name": name, "namespace": namespace, "image_trainer": image}, "eval",
-                      {"models": models or None, "benchmarks": benchmarks or None, "output": output, "limit": limit,
-                       "gpus": gpus})
-        from ssrl.jobs import build_eval_job
+    cfg = _config(config, overrides, {"name": name, "namespace": namespace, "image_trainer": image}, "eval",
+                  {"models": models or None, "benchmarks": benchmarks or None, "output": output, "limit": limit,
+                   "gpus": gpus})
+    from ssrl.jobs import build_eval_job
 
-        _finish(build_eval_job(cfg), cfg.namespace, dry_run)
-    except SSRLError as e:
-        raise typer.Exit(report_error(e)) from None
+    _finish(build_eval_job(cfg), cfg.namespace, dry_run)
