@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import base64
 import io
-import json
 import os
 import tempfile
 import time
@@ -75,7 +74,7 @@ def run_loop(model: Path, bench: Path, items: int, batch_size: int, new_tokens: 
 def main() -> None:
     import torch
     import transformers
-    from machine import machine_info  # bench/machine.py, beside this script
+    from machine import machine_info, write_results  # bench/machine.py, beside this script
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, default=96)
@@ -100,11 +99,8 @@ def main() -> None:
         a, b = (next(r for r in rows if r["benchmark"] == name and r["prefetch"] is p) for p in (True, False))
         print(f"{name}: prefetch / inline throughput = {a['samples_per_s'] / b['samples_per_s']:.2f}x "
               f"(goal for outside share: < 10%)")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"machine": machine_info(torch=torch.__version__,
-                                                               transformers=transformers.__version__),
-                                       "settings": vars(args) | {"output": str(args.output)}, "rows": rows},
-                                      indent=2) + "\n")
+    write_results(args.output, {"machine": machine_info(torch=torch.__version__, transformers=transformers.__version__),
+                                "settings": vars(args) | {"output": str(args.output)}, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -592,14 +592,7 @@ def main(argv: list[str] | None = None) -> int:
     res["workers"] = bench_workers(settings)
     print("3. peak RSS", flush=True)
     res["rss"] = bench_rss(settings)
-    res["elapsed_s"] = time.perf_counter() - started
-    res["loadavg_at_end"] = os.getloadavg()
-
-    print()
-    print(report(res))
-    print(f"\nTotal {res['elapsed_s']:.0f} s; results in {args.output}")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(res, indent=2) + "\n")
+    machine.finish(res, started, report(res), args.output)
     return 0
 
 

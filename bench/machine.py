@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import platform
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,3 +35,19 @@ def machine_info(**versions: str) -> dict[str, Any]:
         "platform": platform.platform(),
         "loadavg_at_start": os.getloadavg(),
     }
+
+
+def write_results(path: Path, res: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(res, indent=2) + "\n")
+
+
+def finish(res: dict[str, Any], started: float, report: str, output: Path) -> None:
+    """The tail every benchmark shares: elapsed time and load into the results, the report printed, the JSON
+    written."""
+    res["elapsed_s"] = time.perf_counter() - started
+    res["loadavg_at_end"] = os.getloadavg()
+    print()
+    print(report)
+    print(f"\nTotal {res['elapsed_s']:.0f} s; results in {output}")
+    write_results(output, res)
