@@ -178,7 +178,10 @@ current-context: ssrl-test
             f"--service-account-private-key-file={pki / 'sa.key'}", f"--root-ca-file={pki / 'ca.crt'}",
             "--use-service-account-credentials=false", "--controllers=*,-nodeipam,-cloud-node-lifecycle",
             "--concurrent-job-syncs=5", "--v=1"])
-        self._spawn("kube-scheduler", [bins["kube-scheduler"], *common, f"--secure-port={free_port()}", "--v=1"])
+        # A pod found unschedulable just before its claim binds waits for the next retry of unschedulable pods,
+        # 5 min by default (longer than helm --wait gives it); retry every 5 s instead.
+        self._spawn("kube-scheduler", [bins["kube-scheduler"], *common, f"--secure-port={free_port()}", "--v=1",
+                                       "--pod-max-in-unschedulable-pods-duration=5s"])
         for crd in self.crd_files():
             self.kubectl("apply", "--server-side", "-f", str(crd))
         self.kubectl("create", "namespace", "kubeflow")
