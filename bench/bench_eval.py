@@ -29,9 +29,9 @@ def prepare(root: Path, items: int) -> tuple[Path, Path, Path]:
     import numpy as np
     from PIL import Image
 
-    from ssrl.generate import GenerateConfig, run
-    from ssrl.synth import SynthConfig, synthesize
-    from ssrl.tiny_model import build_tiny_model
+    from ssrl.dataset.generate import GenerateConfig, run
+    from ssrl.recipes.tiny_model import build_tiny_model
+    from ssrl.sources.synth import SynthConfig, synthesize
 
     scenes = max(1, items // 5)
     synthesize(root / "src", scenes, seed=11, cfg=SynthConfig(width=448, height=336))

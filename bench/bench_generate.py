@@ -35,11 +35,11 @@ import numpy as np
 import PIL
 from PIL import Image
 
-from ssrl.depth import read_depth
-from ssrl.generate import GenerateConfig, _Context, process_source, run, sample_rng
-from ssrl.imageio import decode_fitted, encode_image, fit_budget, resize_depth, resize_rgb, smart_resize
-from ssrl.sources import Source
-from ssrl.synth import SynthConfig, render_scene, write_scene
+from ssrl.dataset.generate import GenerateConfig, _Context, process_source, run, sample_rng
+from ssrl.sources.depth import read_depth
+from ssrl.sources.discover import Source
+from ssrl.sources.imageio import decode_fitted, encode_image, fit_budget, resize_depth, resize_rgb, smart_resize
+from ssrl.sources.synth import SynthConfig, render_scene, write_scene
 from ssrl.tasks import DEFAULT_TASKS
 from ssrl.tasks.base import Scene
 
@@ -426,7 +426,7 @@ class DescendantPeak(threading.Thread):
 
 
 def child_run(corpus: str, workers: int, shard_size: int) -> dict[str, Any]:
-    """Body of a fresh process: ``ssrl.generate.run`` on ``corpus`` into a temporary folder."""
+    """Body of a fresh process: ``ssrl.dataset.generate.run`` on ``corpus`` into a temporary folder."""
     base_rss = peak_rss_kib()
     watcher = DescendantPeak()
     watcher.start()

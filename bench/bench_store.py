@@ -42,11 +42,11 @@ import psutil
 from minio import Minio
 from minio.deleteobjects import DeleteObject
 
-import ssrl.transfer
-from ssrl.checkpoints import pull_checkpoint, save_checkpoint
+import ssrl.store.transfer
 from ssrl.store import sha256_file
-from ssrl.store_s3 import S3Settings, S3Store
-from ssrl.transfer import commit, pull_tree, upload_tree
+from ssrl.store.checkpoints import pull_checkpoint, save_checkpoint
+from ssrl.store.s3 import S3Settings, S3Store
+from ssrl.store.transfer import commit, pull_tree, upload_tree
 
 ROOT = Path(__file__).resolve().parent
 REPO = ROOT.parent
@@ -346,15 +346,15 @@ class _MatchesAny(str):
 
 @contextlib.contextmanager
 def hashing_skipped() -> Iterator[None]:
-    """Diagnostic only: ``ssrl.transfer`` without its sha256 passes (the digest before each upload, the
+    """Diagnostic only: ``ssrl.store.transfer`` without its sha256 passes (the digest before each upload, the
     verification after each download). Everything else ssrl does (HEAD checks, commit record, temp names,
     renames) still runs, so ssrl - this = hashing and this - raw = the rest."""
-    real = ssrl.transfer.sha256_file
-    ssrl.transfer.sha256_file = lambda path, chunk=0: _MatchesAny("0" * 64)
+    real = ssrl.store.transfer.sha256_file
+    ssrl.store.transfer.sha256_file = lambda path, chunk=0: _MatchesAny("0" * 64)
     try:
         yield
     finally:
-        ssrl.transfer.sha256_file = real
+        ssrl.store.transfer.sha256_file = real
 
 
 # ------------------------------------------------------------------------------------------ 0. floors

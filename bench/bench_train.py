@@ -25,9 +25,9 @@ SETTINGS = {"max_completion_length": 32, "min_pixels": 3136, "max_pixels": 12544
 
 
 def prepare(root: Path) -> tuple[Path, Path]:
-    from ssrl.generate import GenerateConfig, run
-    from ssrl.synth import SynthConfig, synthesize
-    from ssrl.tiny_model import build_tiny_model
+    from ssrl.dataset.generate import GenerateConfig, run
+    from ssrl.recipes.tiny_model import build_tiny_model
+    from ssrl.sources.synth import SynthConfig, synthesize
 
     synthesize(root / "src", 16, seed=0, cfg=SynthConfig(width=336, height=252))
     run(GenerateConfig(inputs=[str(root / "src")], output=str(root / "tasks"), min_pixels=3136, max_pixels=12544))
@@ -57,7 +57,7 @@ def run_bare(model: Path, tasks: Path, out: Path, steps: int) -> tuple[list[floa
     from trl import GRPOConfig, GRPOTrainer
 
     from ssrl.recipes.data import load_task_dataset
-    from ssrl.rewards import AccuracyReward, FormatReward
+    from ssrl.recipes.rewards import AccuracyReward, FormatReward
 
     t0 = time.perf_counter()
     processor = AutoProcessor.from_pretrained(model, padding_side="left")
@@ -79,7 +79,7 @@ def run_bare(model: Path, tasks: Path, out: Path, steps: int) -> tuple[list[floa
 
 
 def reward_throughput(n: int = 20000) -> dict[str, float]:
-    from ssrl.rewards import AccuracyReward, FormatReward
+    from ssrl.recipes.rewards import AccuracyReward, FormatReward
 
     completions = [r"<think>" + "the marked region is nearer " * 20 + r"</think> \boxed{2, 0, 3, 1}"] * n
     answers, tasks = ["2, 0, 3, 1"] * n, ["shuffle"] * n

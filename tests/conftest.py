@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ssrl.synth import SynthConfig, render_scene, synthesize
+from ssrl.sources.synth import SynthConfig, render_scene, synthesize
 from ssrl.tasks.base import Scene
 
 #: ../shared beside the checkout (as CI lays it out), or $SSRL_SHARED.

@@ -204,7 +204,7 @@ def test_helm_install_and_helm_test(cluster: Cluster, tmp_path: Path) -> None:
     # Rank 0's progress, written with the ServiceAccount's own token (what the pod holds), read by `ssrl jobs`.
     from kubernetes import client
 
-    from ssrl.k8s_jobs import annotate_progress, build_progress
+    from ssrl.cluster.client import annotate_progress, build_progress
     from ssrl.recipes.callbacks import TaskAccuracy
 
     acc = TaskAccuracy()
@@ -314,8 +314,8 @@ def test_a_real_training_run_records_its_progress_on_its_pytorchjob(cluster: Clu
     """`ssrl train` (tiny model, real TRL steps) run as rank 0 of an existing PyTorchJob, as the pod would."""
     pytest.importorskip("torch")
     pytest.importorskip("trl")
-    from ssrl.generate import GenerateConfig, run
-    from ssrl.tiny_model import build_tiny_model
+    from ssrl.dataset.generate import GenerateConfig, run
+    from ssrl.recipes.tiny_model import build_tiny_model
 
     ns = "progress"
     store_secret(cluster, ns)

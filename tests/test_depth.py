@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ssrl.depth import DepthFormat, read_depth, validate_depth
 from ssrl.errors import RejectError
-from ssrl.imageio import probe_image
+from ssrl.sources.depth import DepthFormat, read_depth, validate_depth
+from ssrl.sources.imageio import probe_image
 from tests.badcorpus import HW, encode, good_depth, h5_bytes, npy_bytes
 from tests.conftest import REFERENCE
 

@@ -101,15 +101,15 @@ def tsv_rows(n: int = 6) -> list[dict[str, str]]:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("torch")
-    from ssrl.tiny_model import build_tiny_model
+    from ssrl.recipes.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("eval") / "tiny")
 
 
 @pytest.fixture(scope="module")
 def heldout(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ssrl.generate import GenerateConfig, run
-    from ssrl.synth import SynthConfig, synthesize
+    from ssrl.dataset.generate import GenerateConfig, run
+    from ssrl.sources.synth import SynthConfig, synthesize
 
     root = tmp_path_factory.mktemp("heldout")
     synthesize(root / "src", 3, seed=1234, cfg=SynthConfig(width=336, height=252))
@@ -235,7 +235,7 @@ def test_eval_data_parallel_ranks_match_one_process(tiny: Path, heldout: Path, t
 
 def test_eval_with_model_benchmark_and_report_in_s3(tiny: Path, s3: str, tmp_path: Path) -> None:
     from ssrl.store import open_store
-    from ssrl.transfer import commit, read_commit, upload_tree
+    from ssrl.store.transfer import commit, read_commit, upload_tree
 
     models = open_store(f"{s3}/models/tiny")
     commit(models, "", upload_tree(tiny, models))
@@ -252,8 +252,8 @@ def test_eval_with_model_benchmark_and_report_in_s3(tiny: Path, s3: str, tmp_pat
 
 def test_holdout_split_training_and_evaluation_see_disjoint_sources(synth_dir: Path, tmp_path: Path) -> None:
     pytest.importorskip("datasets")
-    from ssrl.dataset import in_holdout, iter_rows
-    from ssrl.generate import GenerateConfig, run
+    from ssrl.dataset.generate import GenerateConfig, run
+    from ssrl.dataset.shards import in_holdout, iter_rows
     from ssrl.recipes.data import load_task_dataset
 
     run(GenerateConfig(inputs=[str(synth_dir)], output=str(tmp_path / "tasks"), min_pixels=3136, max_pixels=12544))

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from ssrl.dataset import iter_rows, read_manifest
+from ssrl.dataset.generate import GenerateConfig, resolve_partition, run
+from ssrl.dataset.shards import iter_rows, read_manifest
 from ssrl.errors import ConfigError, RejectError
-from ssrl.generate import GenerateConfig, resolve_partition, run
 from tests.badcorpus import build_bad_corpus
 
 SMALL = {"min_pixels": 3136, "max_pixels": 50176}  # 56x56 .. 224x224: fast, still valid for every task

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image, features
 
-from ssrl.depth import read_depth
 from ssrl.errors import RejectError
-from ssrl.imageio import (
+from ssrl.sources.depth import read_depth
+from ssrl.sources.discover import discover
+from ssrl.sources.imageio import (
     PixelBudget,
     decode_fitted,
     decode_image,
@@ -24,7 +25,6 @@ from ssrl.imageio import (
     resize_rgb,
     smart_resize,
 )
-from ssrl.sources import discover
 from tests.badcorpus import (
     BLUE,
     CMYK_AS_RGB,

@@ -18,7 +18,7 @@ pytest.importorskip("kubernetes")
 from typer.testing import CliRunner
 
 from ssrl.cli.jobs_cmd import _age, jobs_app
-from ssrl.k8s_jobs import (
+from ssrl.cluster.client import (
     PROGRESS_ANNOTATION,
     batch_job_phase,
     build_progress,

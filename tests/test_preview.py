@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from ssrl.dataset import iter_rows, read_manifest
-from ssrl.generate import GenerateConfig, run
-from ssrl.preview import contact_sheet, question_text, render_html, select_rows, write_preview
-from ssrl.synth import SynthConfig, synthesize
+from ssrl.dataset.generate import GenerateConfig, run
+from ssrl.dataset.preview import contact_sheet, question_text, render_html, select_rows, write_preview
+from ssrl.dataset.shards import iter_rows, read_manifest
+from ssrl.sources.synth import SynthConfig, synthesize
 
 TASKS = ["shuffle", "flip", "crop", "depth_order", "position", "rotation"]
 HOSTILE = "<script>alert(1)</script>"

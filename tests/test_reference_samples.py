@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ssrl.dataset import iter_rows
-from ssrl.generate import GenerateConfig, run
+from ssrl.dataset.generate import GenerateConfig, run
+from ssrl.dataset.shards import iter_rows
 from ssrl.tasks import get_task
 
 TASKS = ["shuffle", "flip", "crop", "depth_order", "position", "rotation"]

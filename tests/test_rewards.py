@@ -2,7 +2,7 @@
 
 import pytest
 
-from ssrl.rewards import AccuracyReward, FormatReward, completion_text, get_reward
+from ssrl.recipes.rewards import AccuracyReward, FormatReward, completion_text, get_reward
 
 CASES = [
     # (case, completion, answer, format, accuracy)
@@ -44,6 +44,6 @@ def test_registry_and_pickling() -> None:
 
     assert get_reward("format").__name__ == "format"
     assert pickle.loads(pickle.dumps(get_reward("accuracy")))([r"\boxed{A}"], answer=["A"], task=["crop"]) == [1.0]
-    assert get_reward("ssrl.rewards.FormatReward").__name__ == "format"
+    assert get_reward("ssrl.recipes.rewards.FormatReward").__name__ == "format"
     with pytest.raises(ValueError, match="known rewards: accuracy, format"):
         get_reward("nope")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ssrl.errors import ConfigError
-from ssrl.sources import DEFAULT_RULES, PairingRule, Source, discover, parse_rules
+from ssrl.sources.discover import DEFAULT_RULES, PairingRule, Source, discover, parse_rules
 from tests.badcorpus import build_bad_corpus
 from tests.conftest import REFERENCE
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from minio import Minio
 
-from ssrl.dataset import iter_rows
-from ssrl.generate import GenerateConfig, run
+from ssrl.dataset.generate import GenerateConfig, run
+from ssrl.dataset.shards import iter_rows
 from ssrl.store import open_store
 from tests.servers import ACCESS_KEY, SECRET_KEY, S3Server, cleanup, start_server
 
@@ -97,7 +97,7 @@ def test_generator_killed_mid_run_resumes_byte_identical(minio: S3Server, synth_
 
 
 def test_generate_reads_sources_from_the_store(s3: str, synth_dir: Path, tmp_path: Path) -> None:
-    from ssrl.transfer import upload_tree
+    from ssrl.store.transfer import upload_tree
 
     upload_tree(synth_dir, open_store(f"{s3}/sources/synth"))
     base = {"shard_size": 4, "min_pixels": 3136, "max_pixels": 50176}

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from ssrl.checkpoints import latest_step, list_steps, pull_checkpoint, save_checkpoint
 from ssrl.errors import StoreError, StoreUnavailableError
 from ssrl.store import open_store
-from ssrl.store_s3 import S3Settings, S3Store
-from ssrl.transfer import COMMIT, upload_tree
+from ssrl.store.checkpoints import latest_step, list_steps, pull_checkpoint, save_checkpoint
+from ssrl.store.s3 import S3Settings, S3Store
+from ssrl.store.transfer import COMMIT, upload_tree
 
 
 def test_basic_operations(s3: str) -> None:

@@ -21,8 +21,7 @@ pytest.importorskip("kubeflow.training")
 from typer.testing import CliRunner
 
 from ssrl.cli.submit_cmd import submit_app
-from ssrl.errors import ConfigError
-from ssrl.jobs import (
+from ssrl.cluster.manifests import (
     SubmitConfig,
     build_eval_job,
     build_generate_job,
@@ -31,6 +30,7 @@ from ssrl.jobs import (
     image_problem,
     to_dict,
 )
+from ssrl.errors import ConfigError
 from tests.conftest import pytorchjob_problems
 
 K8S_VERSION = "1.31"

@@ -12,7 +12,7 @@ from PIL import Image
 from scipy import ndimage
 
 from ssrl.errors import ConfigError
-from ssrl.synth import SynthConfig, SynthScene, _atomic_write, render_scene, synthesize, write_scene
+from ssrl.sources.synth import SynthConfig, SynthScene, _atomic_write, render_scene, synthesize, write_scene
 
 SEEDS = range(20)
 SMALL = SynthConfig(width=96, height=72)

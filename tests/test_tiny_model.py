@@ -13,7 +13,7 @@ transformers = pytest.importorskip("transformers")
 from PIL import Image  # noqa: E402
 
 from ssrl.cli import main  # noqa: E402
-from ssrl.tiny_model import SPECIAL_TOKENS, build_tiny_model  # noqa: E402
+from ssrl.recipes.tiny_model import SPECIAL_TOKENS, build_tiny_model  # noqa: E402
 
 SIZES = [(56, 84), (112, 112), (84, 56), (60, 150), (30, 30)]  # (height, width); 30 px is near the 28 px minimum
 

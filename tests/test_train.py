@@ -15,9 +15,9 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("trl")
 
-from ssrl.checkpoints import latest_step, list_steps
-from ssrl.generate import GenerateConfig, run
+from ssrl.dataset.generate import GenerateConfig, run
 from ssrl.store import open_store
+from ssrl.store.checkpoints import latest_step, list_steps
 
 FAST = ["--set", "max_completion_length=16", "--set", "min_pixels=3136", "--set", "max_pixels=12544",
         "--set", "per_device_train_batch_size=4", "--set", "num_generations=2", "--set", "learning_rate=1e-4",
@@ -27,7 +27,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory: pytest.TempPathFactory, synth_dir: Path) -> dict[str, Path]:
-    from ssrl.tiny_model import build_tiny_model
+    from ssrl.recipes.tiny_model import build_tiny_model
 
     root = tmp_path_factory.mktemp("train")
     build_tiny_model(root / "tiny")
@@ -63,7 +63,7 @@ def test_grpo_steps_commit_checkpoints_and_metrics(assets: dict[str, Path], tmp_
     from transformers import AutoModelForImageTextToText
 
     pulled = tmp_path / "pulled"
-    from ssrl.checkpoints import pull_checkpoint
+    from ssrl.store.checkpoints import pull_checkpoint
 
     pull_checkpoint(run_store, pulled)
     model = AutoModelForImageTextToText.from_pretrained(pulled)
@@ -133,7 +133,7 @@ def test_bad_train_config_exit_2(tmp_path: Path) -> None:
 
 def test_sft_cold_start_few_steps(assets: dict[str, Path], tmp_path: Path) -> None:
     """LLaMA-Factory rows (the paper's cold-start format) written from generated tasks."""
-    from ssrl.dataset import iter_rows
+    from ssrl.dataset.shards import iter_rows
 
     rows = []
     for i, row in enumerate(iter_rows(str(assets["tasks"]), limit=8)):
@@ -179,7 +179,7 @@ def test_lora_and_frozen_vision(assets: dict[str, Path], tmp_path: Path) -> None
 
 def test_qwen3_vl_trains_and_evaluates(assets: dict[str, Path], tmp_path: Path) -> None:
     """The Qwen3-VL architecture (16-px patches, interleaved M-RoPE, DeepStack) through the same paths."""
-    from ssrl.tiny_model import build_tiny_model
+    from ssrl.recipes.tiny_model import build_tiny_model
 
     model = build_tiny_model(tmp_path / "tiny3", arch="qwen3_vl")
     r = subprocess.run([sys.executable, "-m", "ssrl", "train", "--model", str(model), "--dataset",

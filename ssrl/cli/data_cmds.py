@@ -22,7 +22,7 @@ def synth(
     height: int = typer.Option(504, "--height", min=32),
 ) -> None:
     """Render synthetic 3D scenes to RGB + metric depth with known camera geometry (no downloads)."""
-    from ssrl.synth import SynthConfig, synthesize
+    from ssrl.sources.synth import SynthConfig, synthesize
 
     with progress_bar("scenes") as (set_total, advance):
         set_total(count)
@@ -38,8 +38,8 @@ def preview(
     tasks: str | None = typer.Option(None, "--tasks", "-t", help="Only these tasks (comma-separated)."),
 ) -> None:
     """Write a contact sheet (PNG) and a static HTML page of samples with their questions and answers."""
-    from ssrl.dataset import iter_rows, read_manifest
-    from ssrl.preview import write_preview
+    from ssrl.dataset.preview import write_preview
+    from ssrl.dataset.shards import iter_rows, read_manifest
     from ssrl.store import open_store
 
     store = open_store(dataset)
@@ -60,7 +60,7 @@ def preview(
 def report(dataset: str = typer.Argument(..., help="Dataset folder or store URL.")) -> None:
     """Print the dataset report: samples, rejects and answer balance per task."""
     from ssrl.cli.report_view import print_report
-    from ssrl.dataset import read_manifest
+    from ssrl.dataset.shards import read_manifest
 
     print_report(read_manifest(dataset))
 
@@ -70,7 +70,7 @@ def verify(
     limit: int | None = typer.Option(None, "--limit", help="Check only the first N samples."),
 ) -> None:
     """Re-check a dataset: shard checksums, every answer re-derived from its meta, and the reward's round trip."""
-    from ssrl.dataset import committed_shards, iter_rows, record_key
+    from ssrl.dataset.shards import committed_shards, iter_rows, record_key
     from ssrl.store import open_store
     from ssrl.tasks import get_task
     from ssrl.tasks.base import IMAGE_TOKEN

@@ -32,7 +32,7 @@ def generate(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or report."),
 ) -> None:
     """Turn images (and depth maps) into verifiable spatial question/answer samples (Parquet shards)."""
-    from ssrl.generate import GenerateConfig, run
+    from ssrl.dataset.generate import GenerateConfig, run
 
     cfg = load_config(
         GenerateConfig, config, overrides,

@@ -1,6 +1,6 @@
 """``ssrl jobs ls|status|logs|delete``: the platform's Jobs and PyTorchJobs in a cluster, without kubectl.
 
-Cluster logic lives in :mod:`ssrl.k8s_jobs`; this module parses flags and prints. The namespace defaults to the
+Cluster logic lives in :mod:`ssrl.cluster.client`; this module parses flags and prints. The namespace defaults to the
 kubeconfig context's (else ``default``).
 """
 
@@ -29,7 +29,7 @@ def _namespace(namespace: str | None) -> str:
     except ImportError:
         raise SSRLError("ssrl jobs needs the k8s extra (kubernetes is not installed): pip install 'ssrl[k8s]'") \
             from None
-    from ssrl.k8s_jobs import default_namespace
+    from ssrl.cluster.client import default_namespace
 
     return namespace or default_namespace()
 
@@ -70,7 +70,7 @@ def ls(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """The platform's Jobs and PyTorchJobs (label app.kubernetes.io/part-of=ssrl), oldest first."""
-    from ssrl.k8s_jobs import list_jobs
+    from ssrl.cluster.client import list_jobs
 
     ns = _namespace(namespace)
     jobs = list_jobs(ns)
@@ -101,8 +101,8 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
     """Phase, replica counts, times and training progress (step, reward, accuracy per task) of one job."""
-    from ssrl.k8s_jobs import progress_rows
-    from ssrl.k8s_jobs import status as job_status
+    from ssrl.cluster.client import progress_rows
+    from ssrl.cluster.client import status as job_status
 
     s = job_status(name, _namespace(namespace), kind=_kind(kind))
     if as_json:
@@ -136,7 +136,7 @@ def logs(
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep streaming until the pods end."),
 ) -> None:
     """Log of the job's primary pod (PyTorchJob master 0, Job index 0), or of every pod with --all."""
-    from ssrl.k8s_jobs import api_client, get_job, job_pods, pick_pods, stream_logs
+    from ssrl.cluster.client import api_client, get_job, job_pods, pick_pods, stream_logs
 
     ns = _namespace(namespace)
     api = api_client()
@@ -156,7 +156,7 @@ def delete(
     kind: str | None = _KIND,
 ) -> None:
     """Delete a Job or PyTorchJob and, first, its pods (Foreground propagation)."""
-    from ssrl.k8s_jobs import delete_job
+    from ssrl.cluster.client import delete_job
 
     deleted = delete_job(name, _namespace(namespace), kind=_kind(kind))
     console.print(f"deleted {deleted} (its pods go first)", markup=False)

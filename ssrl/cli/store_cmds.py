@@ -23,7 +23,7 @@ def upload(
 ) -> None:
     """Upload, skipping files whose checksum the store already has."""
     from ssrl.store import open_store
-    from ssrl.transfer import upload_tree
+    from ssrl.store.transfer import upload_tree
 
     store = open_store(url)
     if local.is_file():
@@ -54,7 +54,7 @@ def ls(url: str = typer.Argument(..., help="s3://bucket/prefix or a folder.")) -
 def make_bucket(url: str = typer.Argument(..., help="s3://bucket")) -> None:
     """Create a bucket (no-op when it exists)."""
     from ssrl.store import open_store
-    from ssrl.store_s3 import S3Store
+    from ssrl.store.s3 import S3Store
 
     store = open_store(url)
     if not isinstance(store, S3Store):
@@ -65,9 +65,9 @@ def make_bucket(url: str = typer.Argument(..., help="s3://bucket")) -> None:
 @ckpt_app.command("ls")
 def ckpt_ls(run_url: str = typer.Argument(..., help="The run's folder, e.g. s3://ssrl/checkpoints/run-1")) -> None:
     """Committed checkpoints of a run (half-written ones are never listed)."""
-    from ssrl.checkpoints import latest_step, list_steps, step_prefix
     from ssrl.store import open_store
-    from ssrl.transfer import read_commit
+    from ssrl.store.checkpoints import latest_step, list_steps, step_prefix
+    from ssrl.store.transfer import read_commit
 
     run = open_store(run_url)
     steps = list_steps(run)
@@ -89,8 +89,8 @@ def ckpt_pull(
     step: int | None = typer.Option(None, "--step", help="Step to pull (default: latest)."),
 ) -> None:
     """Download a committed checkpoint, verifying every checksum."""
-    from ssrl.checkpoints import pull_checkpoint
     from ssrl.store import open_store
+    from ssrl.store.checkpoints import pull_checkpoint
 
     with progress_bar("bytes") as (_, advance):
         got = pull_checkpoint(open_store(run_url), dest, step, progress=advance)

@@ -1,6 +1,6 @@
 """``ssrl submit generate|train|eval``: run the generator, trainer or evaluation on Kubernetes (or print the YAML).
 
-Configuration is :class:`ssrl.jobs.SubmitConfig`: YAML file (``--config``) < flags < ``--set key=value``.
+Configuration is :class:`ssrl.cluster.manifests.SubmitConfig`: YAML file (``--config``) < flags < ``--set key=value``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from ssrl.errors import ConfigError
 
 submit_app = sub_app("Run sharded generation, GRPO training or evaluation on Kubernetes (Job / Kubeflow PyTorchJob).")
 
-_CONFIG = typer.Option(None, "--config", "-c", help="YAML file of SubmitConfig fields (ssrl.jobs).")
+_CONFIG = typer.Option(None, "--config", "-c", help="YAML file of SubmitConfig fields (ssrl.cluster.manifests).")
 _SET = typer.Option(None, "--set", "-s", help="Override any field: key=value, e.g. train.workers=3.")
 _NAME = typer.Option(None, "--name", help="Object name prefix (<name>-generate, <name>-train, <name>-eval).")
 _NAMESPACE = typer.Option(None, "--namespace", "-n", help="Kubernetes namespace.")
@@ -25,7 +25,7 @@ _DRY_RUN = typer.Option(False, "--dry-run", help="Print the YAML (for kubectl ap
 
 def _config(config: Path | None, overrides: list[str] | None, top: dict[str, Any], section: str,
             values: dict[str, Any]):
-    from ssrl.jobs import SubmitConfig, require_clients
+    from ssrl.cluster.manifests import SubmitConfig, require_clients
 
     require_clients()
     flags = [f"{section}.{k}={_yaml_scalar(v)}" for k, v in values.items() if v is not None]
@@ -39,7 +39,7 @@ def _yaml_scalar(value: Any) -> str:
 
 
 def _finish(obj: Any, namespace: str, dry_run: bool) -> None:
-    from ssrl.jobs import submit, to_yaml
+    from ssrl.cluster.manifests import submit, to_yaml
 
     if dry_run:
         typer.echo(to_yaml(obj), nl=False)
@@ -68,7 +68,7 @@ def generate(
         raise ConfigError(f"--kind must be job or pytorchjob, got {kind!r}")
     cfg = _config(config, overrides, {"name": name, "namespace": namespace, "image_generator": image},
                   "generate", {"inputs": inputs or None, "output": output, "shards": shards, "tasks": tasks})
-    from ssrl.jobs import build_generate_job, build_generate_pytorchjob
+    from ssrl.cluster.manifests import build_generate_job, build_generate_pytorchjob
 
     obj = build_generate_job(cfg) if kind == "job" else build_generate_pytorchjob(cfg)
     _finish(obj, cfg.namespace, dry_run)
@@ -95,7 +95,7 @@ def train(
     cfg = _config(config, overrides, {"name": name, "namespace": namespace, "image_trainer": image}, "train",
                   {"config_map": config_map, "model": model, "dataset": dataset, "output": output,
                    "workers": workers, "gpus_per_node": gpus_per_node, "nproc_per_node": nproc_per_node})
-    from ssrl.jobs import build_train_pytorchjob
+    from ssrl.cluster.manifests import build_train_pytorchjob
 
     _finish(build_train_pytorchjob(cfg), cfg.namespace, dry_run)
 
@@ -119,6 +119,6 @@ def evaluate(
     cfg = _config(config, overrides, {"name": name, "namespace": namespace, "image_trainer": image}, "eval",
                   {"models": models or None, "benchmarks": benchmarks or None, "output": output, "limit": limit,
                    "gpus": gpus})
-    from ssrl.jobs import build_eval_job
+    from ssrl.cluster.manifests import build_eval_job
 
     _finish(build_eval_job(cfg), cfg.namespace, dry_run)

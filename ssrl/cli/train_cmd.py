@@ -65,7 +65,7 @@ def tiny_model(
     arch: str = typer.Option("qwen2_5_vl", "--arch", help="qwen2_5_vl or qwen3_vl."),
 ) -> None:
     """Build a tiny randomly initialised Qwen2.5-VL or Qwen3-VL (real architecture, working processor) offline."""
-    from ssrl.tiny_model import ARCHITECTURES, build_tiny_model
+    from ssrl.recipes.tiny_model import ARCHITECTURES, build_tiny_model
 
     if arch not in ARCHITECTURES:
         raise ConfigError(f"--arch must be one of {', '.join(ARCHITECTURES)}, got {arch!r}")

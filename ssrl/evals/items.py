@@ -251,7 +251,7 @@ def _parse_file(path: Path, kind: str) -> Iterator[tuple[str, EvalItem | Excepti
 def iter_tasks(location: str, holdout: float = 0.0) -> Iterator[EvalItem]:
     """Generated pretext tasks. Held out means from images the model never trained on: a dataset generated
     from other images, or (``holdout`` > 0) only the sources ``ssrl train --set holdout=...`` left out."""
-    from ssrl.dataset import in_holdout, iter_rows
+    from ssrl.dataset.shards import in_holdout, iter_rows
 
     for row in iter_rows(location):
         if holdout > 0 and not in_holdout(row["source_id"], holdout):

@@ -1,1 +1,3 @@
-"""One readable file per workflow: each has a config dataclass and ``main(cfg)``."""
+"""Recipes: one readable file per workflow (GRPO, SFT, eval), each a config dataclass and ``main(cfg)``,
+with their components (data, modeling, callbacks, rewards, tiny model). May import every layer but ``cli``.
+"""

@@ -14,9 +14,9 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from ssrl.checkpoints import prune_checkpoints, save_checkpoint
-from ssrl.k8s_jobs import build_progress
+from ssrl.cluster.client import build_progress
 from ssrl.store import open_store
+from ssrl.store.checkpoints import prune_checkpoints, save_checkpoint
 
 log = logging.getLogger(__name__)
 JOB_NAME_ENV, JOB_NAMESPACE_ENV = "SSRL_JOB_NAME", "SSRL_JOB_NAMESPACE"
@@ -141,7 +141,7 @@ class JobProgressCallback(TrainerCallback):
     def _patch_quietly(self, progress: dict[str, Any]) -> None:
         try:
             if self._patch is None:
-                from ssrl.k8s_jobs import annotate_progress, api_client
+                from ssrl.cluster.client import annotate_progress, api_client
 
                 try:
                     api = api_client()

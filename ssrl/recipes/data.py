@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ssrl.dataset import committed_shards, in_holdout, record_key
+from ssrl.dataset.shards import committed_shards, in_holdout, record_key
 from ssrl.errors import SSRLError
 from ssrl.store import open_store
 from ssrl.tasks.base import IMAGE_TOKEN

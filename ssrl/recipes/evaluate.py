@@ -222,7 +222,7 @@ def publish(staging: Path, output: str, *, rescore: bool = False, extra: dict[st
     """Report from every saved prediction in ``staging``, then commit the folder to ``output``."""
     from ssrl.evals.report import build_results, write_report
     from ssrl.store import open_store
-    from ssrl.transfer import commit, upload_tree
+    from ssrl.store.transfer import commit, upload_tree
 
     results = build_results(staging, rescore=rescore, extra=extra)
     write_report(staging, results)
@@ -235,7 +235,7 @@ def publish(staging: Path, output: str, *, rescore: bool = False, extra: dict[st
 def pull_existing(output: str, staging: Path) -> None:
     """Earlier predictions in ``output`` join this run's report."""
     from ssrl.store import open_store
-    from ssrl.transfer import pull_tree, read_commit
+    from ssrl.store.transfer import pull_tree, read_commit
 
     store = open_store(output)
     if read_commit(store, "") is not None:

@@ -14,10 +14,10 @@ from typing import Any
 def resolve_model(location: str, cache: Path) -> str:
     """A local folder for ``from_pretrained``: a run's latest committed step, or a store URL pulled once
     (checksums verified)."""
-    from ssrl.checkpoints import latest_step, pull_checkpoint, step_prefix
     from ssrl.errors import SSRLError, StoreError
     from ssrl.store import open_store
-    from ssrl.transfer import pull_tree, read_commit
+    from ssrl.store.checkpoints import latest_step, pull_checkpoint, step_prefix
+    from ssrl.store.transfer import pull_tree, read_commit
 
     local = location.removeprefix("file://")
     if "://" not in local:

@@ -104,11 +104,11 @@ def main(cfg: SFTRunConfig) -> dict[str, Any]:
     import torch
     from trl import SFTConfig, SFTTrainer
 
-    from ssrl.checkpoints import list_steps
     from ssrl.recipes.callbacks import StoreCheckpointCallback
     from ssrl.recipes.modeling import load_model_and_processor, lora_config, resolve_model, run_scratch
     from ssrl.recipes.train_grpo import flag
     from ssrl.store import open_store
+    from ssrl.store.checkpoints import list_steps
 
     rows = read_conversations(cfg.data)
     gpu = torch.cuda.is_available()

@@ -204,12 +204,12 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
     import torch
     from trl import GRPOTrainer
 
-    from ssrl.checkpoints import latest_step, list_steps, pull_checkpoint
     from ssrl.recipes.callbacks import JobProgressCallback, MetricsCallback, StoreCheckpointCallback, TaskAccuracy
     from ssrl.recipes.data import load_task_dataset
     from ssrl.recipes.modeling import lora_config, resolve_model, vision_token_ids
-    from ssrl.rewards import AccuracyReward, get_reward
+    from ssrl.recipes.rewards import AccuracyReward, get_reward
     from ssrl.store import open_store
+    from ssrl.store.checkpoints import latest_step, list_steps, pull_checkpoint
 
     gpu = torch.cuda.is_available()
     if cfg.deepspeed != "none":

@@ -1,5 +1,8 @@
 """The task registry: a name maps to one module; a new pretext task is one module plus one line here.
 
+Tasks are pure (arrays in, sample out); ``draw`` puts their markers and labels on images. May import only
+``ssrl.errors`` and ``ssrl.config``.
+
 A task module exposes:
 
 - ``NAME: str`` and ``REQUIRES_DEPTH: bool``

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from ssrl.draw import circle_markers, marker_radius
 from ssrl.errors import ConfigError
 from ssrl.tasks.base import Sample, Scene, question, reject, seq, verify_exact
+from ssrl.tasks.draw import circle_markers, marker_radius
 from ssrl.tasks.windows import pick_flat
 
 NAME = "depth_order"

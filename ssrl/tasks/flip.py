@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from ssrl.draw import label_grid
 from ssrl.errors import ConfigError
 from ssrl.tasks.base import (
     SEQ_SEP,
@@ -25,6 +24,7 @@ from ssrl.tasks.base import (
     reject,
     verify_exact,
 )
+from ssrl.tasks.draw import label_grid
 
 NAME = "flip"
 REQUIRES_DEPTH = False

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from ssrl.draw import circle_markers, marker_radius
 from ssrl.errors import ConfigError
 from ssrl.tasks.base import LETTERS, Sample, Scene, options_text, question, reject, verify_exact
+from ssrl.tasks.draw import circle_markers, marker_radius
 from ssrl.tasks.windows import window_minmax_at
 
 NAME = "position"

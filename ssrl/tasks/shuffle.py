@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from ssrl.draw import label_grid
 from ssrl.errors import ConfigError
 from ssrl.tasks.base import Sample, Scene, assemble, grid_patches, question, reject, seq, verify_exact
+from ssrl.tasks.draw import label_grid
 
 NAME = "shuffle"
 REQUIRES_DEPTH = False

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ssrl.report import uniformity
+from ssrl.dataset.report import uniformity
 from ssrl.tasks import DEFAULT_TASKS, available_tasks, get_task, register_task, registry
 from ssrl.tasks.base import Scene
 from tests.conftest import textured

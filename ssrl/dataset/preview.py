@@ -1,6 +1,6 @@
 """Look at the tasks before training: a contact-sheet PNG and a self-contained HTML page of a few samples.
 
-Both views are built from dataset rows (``ssrl.dataset.iter_rows``): the question without the fixed format
+Both views are built from dataset rows (``ssrl.dataset.shards.iter_rows``): the question without the fixed format
 instruction, its images (crop candidates labelled A-D), the answer, and in HTML the meta JSON and the
 dataset's answer-balance table. A bad row (missing field, undecodable image) becomes a placeholder with a
 note instead of an exception: a preview is how people find such rows, so it must not die on them.
@@ -25,7 +25,7 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont
 
 from ssrl.errors import RejectError
-from ssrl.imageio import decode_image
+from ssrl.sources.imageio import decode_image
 from ssrl.tasks.base import FORMAT_INSTRUCTION, IMAGE_TOKEN, LETTERS
 
 __all__ = ["contact_sheet", "question_text", "render_html", "select_rows", "write_preview"]

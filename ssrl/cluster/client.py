@@ -190,7 +190,7 @@ def api_client(api: Any = None) -> Any:
         return api
     from kubernetes import client
 
-    from ssrl.jobs import cluster_configuration
+    from ssrl.cluster.manifests import cluster_configuration
 
     return client.ApiClient(cluster_configuration(hint=_NO_CLUSTER_HINT))
 
@@ -222,7 +222,7 @@ def api_errors(what: str, api: Any) -> Iterator[None]:
     import urllib3
     from kubernetes.client.rest import ApiException
 
-    from ssrl.jobs import _api_message
+    from ssrl.cluster.manifests import _api_message
 
     try:
         yield

@@ -14,7 +14,7 @@ from typing import Any
 
 from ssrl.errors import StoreError
 from ssrl.store import Store
-from ssrl.transfer import COMMIT, commit, pull_tree, read_commit, upload_tree
+from ssrl.store.transfer import COMMIT, commit, pull_tree, read_commit, upload_tree
 
 LATEST = "latest"
 _STEP = re.compile(r"^step-(\d+)/" + re.escape(COMMIT) + "$")

@@ -25,12 +25,12 @@ import numpy as np
 
 from ssrl import __version__
 from ssrl.config import build_config, to_dict
-from ssrl.dataset import SHARD_RECORD, ShardWriter, shard_name
-from ssrl.depth import DepthFormat, read_depth
+from ssrl.dataset.report import ManifestBuilder
+from ssrl.dataset.shards import SHARD_RECORD, ShardWriter, shard_name
 from ssrl.errors import ConfigError, RejectError, SSRLError, StoreError, StoreUnavailableError
-from ssrl.imageio import ENCODE_FORMATS, PixelBudget, decode_fitted, encode_image, fit_budget, resize_depth
-from ssrl.report import ManifestBuilder
-from ssrl.sources import DEFAULT_RULES, Source, discover, parse_rules
+from ssrl.sources.depth import DepthFormat, read_depth
+from ssrl.sources.discover import DEFAULT_RULES, Source, discover, parse_rules
+from ssrl.sources.imageio import ENCODE_FORMATS, PixelBudget, decode_fitted, encode_image, fit_budget, resize_depth
 from ssrl.store import Store, open_store, read_url
 from ssrl.tasks import DEFAULT_TASKS, available_tasks, get_task
 from ssrl.tasks.base import Scene

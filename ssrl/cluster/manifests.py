@@ -25,7 +25,7 @@ PYTORCHJOB_PORT = 23456
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _MAX_NAME = 50  # room for the "-generate" / "-train" suffixes and the pods' own suffixes (as the chart)
 JOB_NAME_ENV = "SSRL_JOB_NAME"
-"""The trainer's own PyTorchJob (downward API: the operator's job-name pod label); see ``ssrl.k8s_jobs``."""
+"""The trainer's own PyTorchJob (downward API: the operator's job-name pod label); see ``ssrl.cluster.client``."""
 JOB_NAMESPACE_ENV = "SSRL_JOB_NAMESPACE"
 PYTORCHJOB_NAME_LABEL = "training.kubeflow.org/job-name"
 

@@ -2,7 +2,8 @@
 
 Keys are relative posix paths ("tasks/demo/shard-00000.parquet"). Writes are atomic: an object is either
 absent or complete, never half-written. The local folder is the embedded default; an S3/MinIO backend
-registers under the ``s3`` scheme (see ``register_backend``).
+registers under the ``s3`` scheme (see ``register_backend``). ``transfer`` moves folders with commit records,
+``checkpoints`` names and prunes training steps. May import only ``ssrl.errors``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import abc
 import contextlib
 import functools
 import hashlib
+import importlib
 import os
 import shutil
 import tempfile
@@ -207,13 +209,22 @@ class LocalStore(Store):
                 tmp.unlink()
 
 
-def _s3(url: str) -> Store:
-    from ssrl.store_s3 import S3Store  # the minio client is an optional extra: import on first use
+def _lazy(target: str) -> Callable[[str], Store]:
+    """A factory that imports ``module:Class`` on first use, so an optional backend's client (the minio
+    package for ``s3://``) is needed only by those who use it, and its module never imports back here at
+    import time of this one."""
 
-    return S3Store(url)
+    def factory(url: str) -> Store:
+        module, _, name = target.partition(":")
+        return getattr(importlib.import_module(module), name)(url)
+
+    return factory
 
 
-_BACKENDS: dict[str, Callable[[str], Store]] = {"file": lambda url: LocalStore(urlparse(url).path), "s3": _s3}
+_BACKENDS: dict[str, Callable[[str], Store]] = {
+    "file": lambda url: LocalStore(urlparse(url).path),
+    "s3": _lazy("ssrl.store.s3:S3Store"),
+}
 
 
 def register_backend(scheme: str, factory: Callable[[str], Store]) -> None:

@@ -1,0 +1,3 @@
+"""Cluster: ``manifests`` builds the Kubernetes objects ``ssrl submit`` creates (pure); ``client`` talks to the
+API server for ``ssrl jobs`` and the trainer's progress record. May import only ``ssrl.errors``.
+"""
