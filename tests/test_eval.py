@@ -45,6 +45,33 @@ OPTS = {"A": "left of the chair", "B": "right of the chair", "C": "behind the ch
     ("the answer is a chair", None),                             # lowercase 'a' is a word, not a letter
     ("", None),
     (r"\boxed{", None),
+    # The shapes VLMEvalKit's matching (can_infer_option / can_infer_text) accepts, and Qwen/R1-style ones.
+    ("**Answer:** D", "D"),                                      # markdown emphasis around the keyword
+    ("**Answer: D**", "D"),
+    ("Answer: (B)", "B"),
+    ("The answer is C.", "C"),
+    ("The correct answer is **B**.", "B"),
+    ("The correct option is D", "D"),
+    ("Final answer: [A]", "A"),
+    ("### Answer\nC", "C"),
+    (r"$\boxed{\text{B}}$", "B"),
+    (r"The final answer is $\boxed{C}$.", "C"),
+    ("<answer>D</answer>", "D"),
+    ("<think>A is closer</think><answer>B</answer>", "B"),
+    ("B. right of the chair", "B"),
+    ("C) behind the chair", "C"),
+    ("(D) in front of the chair", "D"),
+    ("I choose B.", "B"),
+    ("A is correct.", "A"),                                     # "A" followed by a verb is the option
+    ("A cup is right of the chair.", "B"),                      # "A cup": an article, then one option's text
+    ("**right of the chair**", "B"),
+    # Ambiguous: never a guess.
+    ("A or B", None),
+    ("Answer: B or C", None),
+    ("The answer is B, C", None),
+    (r"\boxed{A, B}", None),
+    ("A. left of the chair\nB. right of the chair", None),      # options listed back, none chosen
+    ("Either (A) or (C).", None),
 ])
 def test_extract_choice(response: str, expected: str | None) -> None:
     assert extract_choice(response, OPTS) == expected
