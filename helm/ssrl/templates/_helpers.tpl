@@ -37,6 +37,15 @@ app.kubernetes.io/name: {{ include "ssrl.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/* Pod template labels, given (dict "root" $ "component" "train"): stable ones only, because a Job's pod
+template is immutable (a chart or app version here would make every upgrade fail) and the NetworkPolicies
+select on them (part-of + component, so `ssrl submit` pods of any name are admitted too). */}}
+{{- define "ssrl.podLabels" -}}
+{{ include "ssrl.selectorLabels" .root }}
+app.kubernetes.io/part-of: ssrl
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
 {{/* ServiceAccount name. */}}
 {{- define "ssrl.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
@@ -103,4 +112,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   emptyDir: {}
 - name: home
   emptyDir: {}
+{{- end }}
+
+{{/* The trainer pods of the namespace (the chart's and `ssrl submit train`'s): NetworkPolicy peers. */}}
+{{- define "ssrl.trainPeers" -}}
+app.kubernetes.io/part-of: ssrl
+app.kubernetes.io/component: train
 {{- end }}
