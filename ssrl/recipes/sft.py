@@ -106,7 +106,7 @@ def main(cfg: SFTRunConfig) -> dict[str, Any]:
 
     from ssrl.recipes.callbacks import StoreCheckpointCallback
     from ssrl.recipes.modeling import load_model_and_processor, lora_config, resolve_model, run_scratch
-    from ssrl.recipes.train_grpo import flag
+    from ssrl.recipes.train_grpo import bf16_weights, flag
     from ssrl.store import open_store
     from ssrl.store.checkpoints import list_steps
 
@@ -115,7 +115,8 @@ def main(cfg: SFTRunConfig) -> dict[str, Any]:
     scratch = run_scratch(cfg.output, cfg.work_dir)
     scratch.mkdir(parents=True, exist_ok=True)
     model, processor = load_model_and_processor(resolve_model(cfg.model, scratch), min_pixels=cfg.min_pixels,
-                                                max_pixels=cfg.max_pixels, bf16=flag(cfg.bf16, gpu),
+                                                max_pixels=cfg.max_pixels,
+                                                bf16=bf16_weights(flag(cfg.bf16, gpu), "none", cfg.lora_r),
                                                 trust_remote_code=cfg.trust_remote_code)
     dataset = datasets.Dataset.from_list(rows).cast_column("images", datasets.Sequence(datasets.Image()))
     peft_config = lora_config(cfg.lora_r)
