@@ -365,11 +365,12 @@ def resize_depth(depth: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
 # --------------------------------------------------------------------------------------------- encoding
 
 
-def encode_image(image: np.ndarray, fmt: str = "png", *, quality: int = 95, png_compress_level: int = 1) -> bytes:
+def encode_image(image: np.ndarray, fmt: str = "jpeg", *, quality: int = 95, png_compress_level: int = 1) -> bytes:
     """Encode uint8 (H, W, 3) or (H, W) deterministically: same array, same bytes (no metadata, no time).
 
-    PNG level 1 is ~5x faster than the default and only slightly larger; samples are written once and read
-    by trainers, so encode time dominates.
+    JPEG keeps full-resolution chroma (4:4:4), so thin coloured patch borders and marker edges stay sharp; at
+    quality 95 it is ~6x smaller than PNG and ~10x faster to encode. PNG level 1 is ~5x faster than the
+    default level and only slightly larger.
     """
     key = fmt.lower().lstrip(".")
     key = "jpeg" if key == "jpg" else key
@@ -383,7 +384,7 @@ def encode_image(image: np.ndarray, fmt: str = "png", *, quality: int = 95, png_
     if key == "png":
         img.save(buf, "PNG", compress_level=png_compress_level)
     elif key == "jpeg":
-        img.save(buf, "JPEG", quality=quality, optimize=False, progressive=False)
+        img.save(buf, "JPEG", quality=quality, subsampling=0, optimize=False, progressive=False)
     else:
         img.save(buf, "WEBP", quality=quality, method=4)
     return buf.getvalue()

@@ -164,13 +164,32 @@ def mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
 
 
 # --------------------------------------------------------------------------------------------- geometry
-def grid_patches(image: np.ndarray, rows: int, cols: int) -> tuple[np.ndarray, int, int]:
+#: Patch sides and crop boxes are multiples of this many pixels. A JPEG source's 8x8 DCT blocks (16x16 chroma
+#: blocks under 4:2:0) leave a faint grid in its pixels; moving or mirroring a patch whose side is not on that
+#: grid would shift the grid's phase inside the patch and tell where it came from or whether it was flipped.
+BLOCK = 16
+
+
+def aligned(length: int, block: int = BLOCK) -> int:
+    """``length`` rounded down to a multiple of ``block``, unless that would cut more than a quarter of it.
+
+    Patches under 4 blocks (64 px) only occur with pixel budgets far below the default; they stay unaligned
+    rather than shrink below the tasks' minimum sizes.
+
+    >>> aligned(574), aligned(434), aligned(63), aligned(574, 1)
+    (560, 432, 63, 574)
+    """
+    return length - length % block if length >= 4 * block else length
+
+
+def grid_patches(image: np.ndarray, rows: int, cols: int, block: int = BLOCK) -> tuple[np.ndarray, int, int]:
     """Cut into rows x cols patches, row-major; remainder pixels on the right/bottom are dropped (paper §2.1).
 
-    Returns (patches[n, ph, pw, 3], ph, pw) as a view-free copy.
+    Patch sides are rounded down to multiples of ``block`` (see ``BLOCK``). Returns (patches[n, ph, pw, 3],
+    ph, pw) as a view-free copy.
     """
     h, w = image.shape[:2]
-    ph, pw = h // rows, w // cols
+    ph, pw = aligned(h // rows, block), aligned(w // cols, block)
     if ph < 1 or pw < 1:
         raise reject(f"image {w}x{h} too small for a {rows}x{cols} grid")
     cropped = image[: rows * ph, : cols * pw]
@@ -182,3 +201,13 @@ def assemble(patches: np.ndarray, rows: int, cols: int) -> np.ndarray:
     """Inverse of ``grid_patches``: row-major patches back into one image."""
     _n, ph, pw, c = patches.shape
     return patches.reshape(rows, cols, ph, pw, c).swapaxes(1, 2).reshape(rows * ph, cols * pw, c)
+
+
+def pad_to(image: np.ndarray, hw: tuple[int, int], value: int = 255) -> np.ndarray:
+    """Fill the dropped remainder back (white) so the output keeps the scene's size and needs no resize."""
+    h, w = image.shape[:2]
+    if (h, w) == tuple(hw):
+        return image
+    out = np.full((hw[0], hw[1], image.shape[2]), value, dtype=image.dtype)
+    out[:h, :w] = image
+    return out

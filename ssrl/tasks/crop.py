@@ -15,10 +15,12 @@ from PIL import Image
 
 from ssrl.errors import ConfigError
 from ssrl.tasks.base import (
+    BLOCK,
     IMAGE_TOKEN,
     LETTERS,
     Sample,
     Scene,
+    aligned,
     mean_abs_diff,
     question,
     reject,
@@ -34,7 +36,8 @@ TRANSFORMS = ("left_rotate", "right_rotate", "interior", "large1", "large2")
 @dataclass
 class Config:
     side_fraction: float = 0.5
-    """Crop side = int(min(H, W) * side_fraction); the paper uses one half."""
+    """Crop side = int(min(H, W) * side_fraction), rounded down to a multiple of ``base.BLOCK`` and placed on
+    that grid (so a JPEG source's block grid cannot tell the crop from its rotations); the paper uses one half."""
     distractors: tuple[str, ...] = TRANSFORMS
     """Pool from which three distinct distractor transforms are drawn."""
     min_side: int = 28
@@ -79,11 +82,12 @@ def transform(image: np.ndarray, y: int, x: int, side: int, name: str) -> np.nda
 def generate(scene: Scene, rng: np.random.Generator, cfg: Config = Config()) -> Sample:
     image = scene.image
     h, w = image.shape[:2]
-    side = int(min(h, w) * cfg.side_fraction)
+    side = aligned(int(min(h, w) * cfg.side_fraction))
     if side < cfg.min_side:
         raise reject(f"crop: image {w}x{h} gives a {side}px crop, below min_side={cfg.min_side}")
-    y = int(rng.integers(0, h - side + 1))
-    x = int(rng.integers(0, w - side + 1))
+    step = BLOCK if side % BLOCK == 0 else 1
+    y = step * int(rng.integers(0, (h - side) // step + 1))
+    x = step * int(rng.integers(0, (w - side) // step + 1))
     gt = int(rng.integers(4))
     picked = [cfg.distractors[i] for i in rng.choice(len(cfg.distractors), size=3, replace=False)]
     crop = transform(image, y, x, side, "crop")

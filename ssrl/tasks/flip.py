@@ -20,6 +20,7 @@ from ssrl.tasks.base import (
     assemble,
     grid_patches,
     mean_abs_diff,
+    pad_to,
     question,
     reject,
     verify_exact,
@@ -70,7 +71,8 @@ def generate(scene: Scene, rng: np.random.Generator, cfg: Config = Config()) -> 
     if direction is None:
         raise reject(f"flip: some patch looks the same when flipped (change < {cfg.min_change} grey levels)")
     patches[index] = flip_patch(patches[index], direction)
-    image = label_grid(assemble(patches, cfg.rows, cfg.cols), cfg.rows, cfg.cols, list(range(n)))
+    image = pad_to(label_grid(assemble(patches, cfg.rows, cfg.cols), cfg.rows, cfg.cols, list(range(n))),
+                   scene.image.shape[:2])
     if cfg.ask_direction:
         ask = ("Give its label and the direction of the flip (horizontal = mirrored left-right, vertical = upside"
                f" down) separated by a comma and a space, for example \\boxed{{1{SEQ_SEP}vertical}}.")
@@ -82,7 +84,7 @@ def generate(scene: Scene, rng: np.random.Generator, cfg: Config = Config()) -> 
         f" Which patch was flipped? {ask}"
     )
     meta = {"rows": cfg.rows, "cols": cfg.cols, "index": index, "direction": direction,
-            "ask_direction": cfg.ask_direction}
+            "ask_direction": cfg.ask_direction, "patch_hw": [ph, pw]}
     return Sample(NAME, question(body), answer_from_meta(meta), [image], meta)
 
 

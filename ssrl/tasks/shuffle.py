@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ssrl.errors import ConfigError
-from ssrl.tasks.base import Sample, Scene, assemble, grid_patches, question, reject, seq, verify_exact
+from ssrl.tasks.base import Sample, Scene, assemble, grid_patches, pad_to, question, reject, seq, verify_exact
 from ssrl.tasks.draw import label_grid
 
 NAME = "shuffle"
@@ -44,7 +44,8 @@ def generate(scene: Scene, rng: np.random.Generator, cfg: Config = Config()) -> 
     if cfg.mosaic:
         blank = int(rng.integers(n))
         shown[blank] = 255
-    image = label_grid(assemble(shown, cfg.rows, cfg.cols), cfg.rows, cfg.cols, list(range(n)))
+    image = pad_to(label_grid(assemble(shown, cfg.rows, cfg.cols), cfg.rows, cfg.cols, list(range(n))),
+                   scene.image.shape[:2])
     blank_text = (" One patch has been replaced by a blank white patch; it keeps its label and still has a"
                   " correct position.") if cfg.mosaic else ""
     body = (

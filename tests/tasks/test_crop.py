@@ -13,7 +13,7 @@ def test_invariants(h: int, w: int) -> None:
     for seed in range(8):
         s = crop.generate(Scene("x", img), np.random.default_rng(seed), crop.Config())
         y, x, side = s.meta["box"]
-        assert side == int(min(h, w) / 2)
+        assert side == int(min(h, w) / 2) // 16 * 16 and y % 16 == 0 and x % 16 == 0
         masked, *options = s.images
         assert len(options) == 4 and s.problem.count("<image>") == 5
         assert (masked[y : y + side, x : x + side] == 0).all()
