@@ -1,4 +1,5 @@
-"""``ssrl store`` and ``ssrl ckpt``: move data and checkpoints between this machine and a store."""
+"""``ssrl store``, ``ssrl model`` and ``ssrl ckpt``: move data, base models and checkpoints between this machine and
+a store."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from ssrl.cli.common import console, out, progress_bar
 store_app = typer.Typer(help="Upload to, list and create buckets in a store (local folder or s3://).",
                         no_args_is_help=True)
 ckpt_app = typer.Typer(help="List and pull committed checkpoints of a training run.", no_args_is_help=True)
+model_app = typer.Typer(help="Put a Hugging Face model folder into a store as a committed model.",
+                        no_args_is_help=True)
 
 
 @store_app.command("upload")
@@ -87,11 +90,34 @@ def ckpt_pull(
     run_url: str = typer.Argument(..., help="The run's folder, e.g. s3://ssrl/checkpoints/run-1"),
     dest: Path = typer.Argument(..., help="Local folder; loads with from_pretrained afterwards."),
     step: int | None = typer.Option(None, "--step", help="Step to pull (default: latest)."),
+    weights_only: bool = typer.Option(False, "--weights-only", help="The model alone (safetensors, config, "
+                                      "processor, tokenizer, chat template): no optimizer, scheduler or RNG state."),
 ) -> None:
     """Download a committed checkpoint, verifying every checksum."""
     from ssrl.store import open_store
     from ssrl.store.checkpoints import pull_checkpoint
 
     with progress_bar("bytes") as (_, advance):
-        got = pull_checkpoint(open_store(run_url), dest, step, progress=advance)
-    console.print(f"step {got} -> {dest}")
+        got = pull_checkpoint(open_store(run_url), dest, step, progress=advance, weights_only=weights_only)
+    console.print(f"step {got}{' (weights only)' if weights_only else ''} -> {dest}")
+
+
+@model_app.command("push")
+def model_push(
+    folder: Path = typer.Argument(..., help="A Hugging Face model folder (config.json, safetensors, processor)."),
+    url: str = typer.Argument(..., help="Destination, e.g. s3://ssrl/models/base (what train.model names)."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Upload pickled files (.bin/.pt) as they are "
+                                      "instead of refusing the folder; ssrl never loads them."),
+    workers: int = typer.Option(4, "--workers", "-w", min=1, help="Parallel transfers."),
+) -> None:
+    """Check a model folder, upload it and commit it, so `ssrl train` / `ssrl eval` accept its URL."""
+    from ssrl.store import open_store
+    from ssrl.store.models import push_model
+
+    store = open_store(url)
+    with progress_bar("bytes") as (set_total, advance):
+        set_total(sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0)
+        record = push_model(folder, store, allow_pickle=allow_pickle, workers=workers, progress=advance)
+    size = sum(f["size"] for f in record["files"].values())
+    console.print(f"{record['model_type']} model, {len(record['files'])} files, {size:,} bytes -> {store.url} "
+                  "(committed)")

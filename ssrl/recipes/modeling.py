@@ -17,7 +17,7 @@ def resolve_model(location: str, cache: Path) -> str:
     from ssrl.errors import SSRLError, StoreError
     from ssrl.store import open_store
     from ssrl.store.checkpoints import latest_step, pull_checkpoint, step_prefix
-    from ssrl.store.transfer import pull_tree, read_commit
+    from ssrl.store.transfer import COMMIT, pull_tree, read_commit
 
     local = location.removeprefix("file://")
     if "://" not in local:
@@ -38,6 +38,9 @@ def resolve_model(location: str, cache: Path) -> str:
         pull_tree(store, "", dest)
         return str(dest)
     step = latest_step(store)
+    if step is None:
+        raise StoreError(f"{store.url} is neither a committed model (no {COMMIT}: put one there with `ssrl model push "
+                         f"<folder> {location}`) nor a checkpoint run (no committed step-<n>/)")
     dest = cache / "models" / f"{name}-step-{step}"
     pull_checkpoint(store, dest, step)
     return str(dest)

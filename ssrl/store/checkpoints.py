@@ -14,6 +14,7 @@ from typing import Any
 
 from ssrl.errors import StoreError
 from ssrl.store import Store
+from ssrl.store.models import is_weights_file
 from ssrl.store.transfer import COMMIT, commit, pull_tree, read_commit, upload_tree
 
 LATEST = "latest"
@@ -58,15 +59,25 @@ def save_checkpoint(run: Store, step: int, local: str | Path, *, progress: Calla
 
 
 def pull_checkpoint(run: Store, dest: str | Path, step: int | None = None, *,
-                    progress: Callable[[int], None] | None = None) -> int:
-    """Download a committed step (default: latest) into ``dest``; returns the step."""
+                    progress: Callable[[int], None] | None = None, weights_only: bool = False) -> int:
+    """Download a committed step (default: latest) into ``dest``; returns the step.
+
+    ``weights_only``: the model alone (safetensors, config, processor, tokenizer, chat template), without the
+    optimizer, scheduler and RNG states that only resuming needs (``is_weights_file``).
+    """
     chosen = latest_step(run) if step is None else step
     if chosen is None:
         raise StoreError(f"{run.url} has no committed checkpoint")
-    if read_commit(run, step_prefix(chosen)) is None:
+    record = read_commit(run, step_prefix(chosen))
+    if record is None:
         raise StoreError(f"{run.object_url(step_prefix(chosen))} is not a committed checkpoint "
                          f"(committed: {list_steps(run) or 'none'})")
-    pull_tree(run, step_prefix(chosen), dest, progress=progress)
+    if weights_only:
+        kept = [f for f in record["files"] if is_weights_file(f)]
+        if not {"config.json", "adapter_config.json"} & set(kept) or not any(f.endswith(".safetensors") for f in kept):
+            raise StoreError(f"{run.object_url(step_prefix(chosen))} has no config + safetensors weights at its top "
+                             "level (a ZeRO-3 run saves them only with stage3_gather_16bit_weights_on_model_save)")
+    pull_tree(run, step_prefix(chosen), dest, progress=progress, select=is_weights_file if weights_only else None)
     return chosen
 
 

@@ -98,14 +98,17 @@ def safe_destination(dest: Path, rel: str) -> Path:
 
 
 def pull_tree(store: Store, prefix: str, dest: str | Path, *, workers: int = 4,
-              progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Download a committed folder to ``dest`` and verify every file; returns its commit record."""
+              progress: Callable[[int], None] | None = None,
+              select: Callable[[str], bool] | None = None) -> dict[str, Any]:
+    """Download a committed folder (the files ``select`` keeps, default all) to ``dest`` and verify every file;
+    returns its commit record."""
     record = read_commit(store, prefix)
     if record is None:
         raise StoreError(f"{store.object_url(_join(prefix, COMMIT))} does not exist: "
                          "the folder is not committed (incomplete or still being written)")
     dest = Path(dest)
-    targets = {rel: safe_destination(dest, rel) for rel in record["files"]}  # all refused before any download
+    targets = {rel: safe_destination(dest, rel)  # all refused before any download
+               for rel in record["files"] if select is None or select(rel)}
 
     def one(rel: str) -> None:
         target, want = targets[rel], record["files"][rel]
