@@ -116,6 +116,7 @@ def test_k8s_manifests_apply_and_run(cluster: Cluster, overlay: str) -> None:
     jobs = get(cluster, "pytorchjobs", "-n", ns)["items"]
     assert jobs, "the overlay's PyTorchJobs were not created"
     running = [j["metadata"]["name"] for j in jobs if not j["spec"].get("runPolicy", {}).get("suspend")]
+    seen: dict[str, dict] = {}
     suspended = [j["metadata"]["name"] for j in jobs if j["spec"].get("runPolicy", {}).get("suspend")]
     assert running
     for name in running:
@@ -124,6 +125,7 @@ def test_k8s_manifests_apply_and_run(cluster: Cluster, overlay: str) -> None:
         replicas = sum(int(r.get("replicas", 1)) for r in next(
             j for j in jobs if j["metadata"]["name"] == name)["spec"]["pytorchReplicaSpecs"].values())
         assert all(env_of(p)["MASTER_ADDR"] and env_of(p)["WORLD_SIZE"] for p in pods)
+        seen.update((p["metadata"]["name"], p) for p in pods)
         wait_for(f"{name} Succeeded", lambda name=name: pytorchjob_phase(cluster, name, ns) == "Succeeded")
         assert len(get(cluster, "pods", "-n", ns, "-l", f"training.kubeflow.org/job-name={name}")["items"]) \
             in (0, replicas)  # the operator may clean finished pods up (cleanPodPolicy)
@@ -134,6 +136,18 @@ def test_k8s_manifests_apply_and_run(cluster: Cluster, overlay: str) -> None:
     assert statefulsets and wait_for("MinIO pod running", lambda: any(
         p["status"].get("phase") == "Running" for p in get(cluster, "pods", "-n", ns)["items"]
         if p["metadata"]["name"].startswith(statefulsets[0]["metadata"]["name"])))
+    # The overlay's NetworkPolicies (prod: default deny) against the labels of the pods the operator, the Job
+    # controller and the StatefulSet created.
+    from tests.netpol import Endpoint
+    from tests.test_network import check_network
+
+    seen.update((p["metadata"]["name"], p) for p in get(cluster, "pods", "-n", ns)["items"])
+    live: dict[str, list] = {}
+    for name, p in seen.items():
+        labels = p["metadata"]["labels"]
+        live.setdefault(labels.get("app.kubernetes.io/component", "?"), []).append((name, Endpoint(ns, labels)))
+    policies = [{**p, "kind": "NetworkPolicy"} for p in get(cluster, "networkpolicies", "-n", ns)["items"]]
+    check_network(policies, live, minio=True, default_deny=overlay == "prod", namespace=ns)
     # Both overlays use one namespace: remove it (pods, claims and all) so the next overlay starts clean.
     cluster.kubectl("delete", "namespace", ns, "--wait", "--timeout=120s", timeout=150)
 
@@ -171,7 +185,8 @@ def test_helm_install_and_helm_test(cluster: Cluster, tmp_path: Path) -> None:
         return subprocess.run([helm, *args], capture_output=True, text=True, env=cluster.env(), timeout=timeout)
 
     r = run("install", "demo", str(ROOT / "helm" / "ssrl"), "-n", ns, "--create-namespace", "--wait",
-            "--timeout", "3m")
+            "--timeout", "3m", "--set", "train.workers=1", "--set", "networkPolicy.enabled=true",
+            "--set", "networkPolicy.defaultDeny=true")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "STATUS: deployed" in r.stdout
     r = run("test", "demo", "-n", ns, "--timeout", "2m")
@@ -180,8 +195,27 @@ def test_helm_install_and_helm_test(cluster: Cluster, tmp_path: Path) -> None:
     pods = {p["metadata"]["name"]: p for p in get(cluster, "pods", "-n", ns)["items"]}
     assert any(p["spec"].get("nodeName") in GPU_NODES for p in pods.values())
 
-    # The chart's ServiceAccount can do what its jobs need (read their config, record progress on their own
-    # PyTorchJob) and nothing more.
+    # The NetworkPolicies as the API server holds them admit what the pods the operator and the Job controller
+    # created need (their real labels), and nothing else.
+    from tests.netpol import Endpoint
+    from tests.test_network import check_network
+
+    train = wait_for("the trainer PyTorchJob", lambda: next(
+        (j["metadata"]["name"] for j in get(cluster, "pytorchjobs", "-n", ns)["items"]), None))
+    live: dict[str, list] = {}
+    for p in wait_for("2 trainer pods", lambda: (lambda items: items if len(items) == 2 else None)(
+            get(cluster, "pods", "-n", ns, "-l", f"training.kubeflow.org/job-name={train}")["items"])) + [
+            p for p in pods.values() if "training.kubeflow.org/job-name" not in p["metadata"]["labels"]]:
+        labels = p["metadata"]["labels"]
+        live.setdefault(labels.get("app.kubernetes.io/component", "?"), []).append(
+            (p["metadata"]["name"], Endpoint(ns, labels)))
+    assert len(live["train"]) == 2 and live["minio"] and live["generate"], sorted(live)
+    policies = get(cluster, "networkpolicies", "-n", ns)["items"]
+    check_network([{**p, "kind": "NetworkPolicy"} for p in policies], live, minio=True, default_deny=True,
+                  namespace=ns)
+
+    # The chart's ServiceAccount can do what its trainer needs (record progress in its job's ConfigMap) and
+    # nothing more: not its PyTorchJob, not creating anything.
     sa = next(s["metadata"]["name"] for s in get(cluster, "serviceaccounts", "-n", ns)["items"]
               if s["metadata"]["name"] != "default")
 
@@ -190,21 +224,22 @@ def test_helm_install_and_helm_test(cluster: Cluster, tmp_path: Path) -> None:
                             check=False)
         return r.stdout.strip() == "yes"
 
-    train = next(j["metadata"]["name"] for j in get(cluster, "pytorchjobs", "-n", ns)["items"]
-                 if j["metadata"]["name"].endswith("-train"))
-    assert can("get", f"pytorchjobs.kubeflow.org/{train}") and can("patch", f"pytorchjobs.kubeflow.org/{train}")
-    for verb, resource in [("delete", f"pytorchjobs.kubeflow.org/{train}"), ("get", "pytorchjobs.kubeflow.org/other"),
-                           ("patch", "pytorchjobs.kubeflow.org/other"), ("create", "pytorchjobs.kubeflow.org"),
+    progress_cm = f"configmaps/{train}-progress"
+    assert can("get", progress_cm) and can("patch", progress_cm)
+    for verb, resource in [("patch", f"pytorchjobs.kubeflow.org/{train}"), ("get", f"pytorchjobs.kubeflow.org/{train}"),
+                           ("update", f"pytorchjobs.kubeflow.org/{train}"), ("create", "configmaps"),
+                           ("delete", progress_cm), ("patch", "configmaps/other-progress"), ("list", "configmaps"),
+                           ("patch", "configmaps/demo-ssrl-train"), ("create", "pytorchjobs.kubeflow.org"),
                            ("get", "secrets"), ("list", "secrets"), ("create", "pods"), ("delete", "pods"),
                            ("create", "rolebindings.rbac.authorization.k8s.io"), ("get", "nodes")]:
         assert not can(verb, resource), f"{sa} may {verb} {resource}"
-    assert cluster.kubectl("auth", "can-i", "get", f"pytorchjobs.kubeflow.org/{train}", "-n", "default",
+    assert cluster.kubectl("auth", "can-i", "patch", progress_cm, "-n", "default",
                            f"--as=system:serviceaccount:{ns}:{sa}", check=False).stdout.strip() == "no"
 
     # Rank 0's progress, written with the ServiceAccount's own token (what the pod holds), read by `ssrl jobs`.
     from kubernetes import client
 
-    from ssrl.cluster.client import annotate_progress, build_progress
+    from ssrl.cluster.client import build_progress, write_progress
     from ssrl.recipes.callbacks import TaskAccuracy
 
     acc = TaskAccuracy()
@@ -215,7 +250,7 @@ def test_helm_install_and_helm_test(cluster: Cluster, tmp_path: Path) -> None:
     conf = client.Configuration()
     conf.host, conf.ssl_ca_cert = cluster.server, str(cluster.root / "pki" / "ca.crt")
     conf.api_key = {"authorization": f"Bearer {token}"}
-    annotate_progress(train, ns, build_progress(12, 100, logs), api=client.ApiClient(conf))
+    write_progress(train, ns, build_progress(12, 100, logs), api=client.ApiClient(conf))
     r = ssrl(cluster, "jobs", "status", train, "-n", ns, "--json")
     assert r.returncode == 0, r.stderr
     progress = json.loads(r.stdout)["progress"]
@@ -223,8 +258,32 @@ def test_helm_install_and_helm_test(cluster: Cluster, tmp_path: Path) -> None:
     assert progress["accuracy"] == {"depth_order": 0.5, "shuffle": 1.0}
     from ssrl.errors import SSRLError
 
-    with pytest.raises(SSRLError):  # the same token may not touch another job
-        annotate_progress("other", ns, {"step": 1}, api=client.ApiClient(conf))
+    with pytest.raises(SSRLError, match="403"):  # the same token may not touch another job
+        write_progress("other", ns, {"step": 1}, api=client.ApiClient(conf))
+    with pytest.raises(SSRLError, match="403"):  # nor its own PyTorchJob
+        client.CustomObjectsApi(client.ApiClient(conf)).patch_namespaced_custom_object(
+            "kubeflow.org", "v1", ns, "pytorchjobs", train, {"metadata": {"labels": {"x": "y"}}})
+
+    # An upgrade that changes both image tags and enables eval: the generator Job's pod template is immutable
+    # and the operator ignores a changed PyTorchJob, so both are replaced by objects named after their new spec.
+    def run_objects() -> dict[str, str]:
+        objs = get(cluster, "jobs", "-n", ns)["items"] + get(cluster, "pytorchjobs", "-n", ns)["items"]
+        return {o["metadata"]["labels"].get("app.kubernetes.io/component"): o["metadata"]["name"] for o in objs
+                if o["metadata"]["labels"].get("app.kubernetes.io/component") in ("generate", "train", "eval")}
+
+    before = run_objects()
+    r = run("upgrade", "demo", str(ROOT / "helm" / "ssrl"), "-n", ns, "--reuse-values", "--wait", "--timeout", "3m",
+            "--set", "images.trainer.tag=0.1.1", "--set", "images.generator.tag=0.1.1", "--set", "eval.enabled=true")
+    assert r.returncode == 0, r.stdout + r.stderr
+    after = wait_for("the upgraded jobs", lambda: (lambda o: o if len(o) == 3 else None)(run_objects()))
+    assert after["generate"] != before["generate"] and after["train"] != before["train"], (before, after)
+    ptj = get(cluster, "pytorchjob", after["train"], "-n", ns)
+    assert all(r["template"]["spec"]["containers"][0]["image"].endswith(":0.1.1")
+               for r in ptj["spec"]["pytorchReplicaSpecs"].values())
+    assert cluster.kubectl("get", "pytorchjob", before["train"], "-n", ns, check=False).returncode != 0
+    wait_for("the upgraded trainer's pods", lambda: get(cluster, "pods", "-n", ns, "-l",
+                                                        f"training.kubeflow.org/job-name={after['train']}")["items"])
+    assert can("patch", f"configmaps/{after['train']}-progress") and not can("patch", progress_cm)
     r = run("uninstall", "demo", "-n", ns, "--wait", "--timeout", "2m")
     assert r.returncode == 0, r.stderr
 
@@ -295,7 +354,7 @@ def test_helm_multinode_training_takes_one_8_gpu_node_per_pod(cluster: Cluster) 
                         "3m"], capture_output=True, text=True, env=cluster.env(), timeout=240)
     assert r.returncode == 0, r.stdout + r.stderr
     train = next(j["metadata"]["name"] for j in get(cluster, "pytorchjobs", "-n", ns)["items"]
-                 if j["metadata"]["name"].endswith("-train"))
+                 if j["metadata"]["labels"].get("app.kubernetes.io/component") == "train")
     pods = wait_for("3 scheduled training pods", lambda: (lambda items: items if len(items) == 3 and all(
         p["spec"].get("nodeName") for p in items) else None)(
         get(cluster, "pods", "-n", ns, "-l", f"training.kubeflow.org/job-name={train}")["items"]))
@@ -303,15 +362,17 @@ def test_helm_multinode_training_takes_one_8_gpu_node_per_pod(cluster: Cluster) 
     assert {env_of(p)["WORLD_SIZE"] for p in pods} == {"24"} and sorted(env_of(p)["RANK"] for p in pods) == [
         "0", "1", "2"]
     wait_for("training Succeeded", lambda: pytorchjob_phase(cluster, train, ns) == "Succeeded")
-    gen = next(j for j in get(cluster, "jobs", "-n", ns)["items"] if j["metadata"]["name"].endswith("-generate"))
+    gen = next(j for j in get(cluster, "jobs", "-n", ns)["items"]
+               if j["metadata"]["labels"].get("app.kubernetes.io/component") == "generate")
     assert gen["spec"]["completions"] == 64
     wait_for("64 shards done", lambda: get(cluster, "job", gen["metadata"]["name"], "-n", ns).get(
         "status", {}).get("succeeded") == 64, timeout=180)
 
 
-def test_a_real_training_run_records_its_progress_on_its_pytorchjob(cluster: Cluster, synth_dir: Path,
+def test_a_real_training_run_records_its_progress_in_its_configmap(cluster: Cluster, synth_dir: Path,
                                                                     tmp_path: Path) -> None:
-    """`ssrl train` (tiny model, real TRL steps) run as rank 0 of an existing PyTorchJob, as the pod would."""
+    """`ssrl train` (tiny model, real TRL steps) run as rank 0 of an existing PyTorchJob, as the pod would: the
+    progress lands in the ConfigMap `ssrl submit train` created with the job."""
     pytest.importorskip("torch")
     pytest.importorskip("trl")
     from ssrl.dataset.generate import GenerateConfig, run

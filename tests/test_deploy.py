@@ -266,16 +266,27 @@ def test_chart_metadata():
         assert f'define "ssrl.{helper}"' in (CHART / "templates" / "_helpers.tpl").read_text()
 
 
+def run_object(objs: list[dict], kind: str, component: str) -> dict:
+    """The one run object (generate/eval Job, train PyTorchJob) of a component: named <fullname>-<component>-<hash>."""
+    found = [o for o in objs if o["kind"] == kind and o["metadata"]["labels"].get("app.kubernetes.io/component")
+             == component and not (o["metadata"].get("annotations") or {}).get("helm.sh/hook")]
+    assert len(found) == 1, (kind, component, [o["metadata"]["name"] for o in found])
+    return found[0]
+
+
 def test_helm_default_objects():
     objs = helm_render("default-values.yaml")
     kinds = {(o["kind"], o["metadata"]["name"]) for o in objs}
     for expected in [("StatefulSet", "r-ssrl-minio"), ("Service", "r-ssrl-minio"), ("Secret", "r-ssrl-store"),
-                     ("Job", "r-ssrl-bucket-init"), ("Job", "r-ssrl-generate"), ("PyTorchJob", "r-ssrl-train"),
-                     ("ConfigMap", "r-ssrl-train"), ("ServiceAccount", "r-ssrl"), ("Role", "r-ssrl-train"),
-                     ("RoleBinding", "r-ssrl-train"), ("Pod", "r-ssrl-test-store"), ("Job", "r-ssrl-eval")]:
+                     ("Job", "r-ssrl-bucket-init"), ("ConfigMap", "r-ssrl-train"), ("ServiceAccount", "r-ssrl"),
+                     ("Role", "r-ssrl-train"), ("RoleBinding", "r-ssrl-train"), ("Pod", "r-ssrl-test-store")]:
         assert expected in kinds, expected
     by = {(o["kind"], o["metadata"]["name"]): o for o in objs}
-    gen = by["Job", "r-ssrl-generate"]["spec"]
+    for kind, component in (("Job", "generate"), ("PyTorchJob", "train"), ("Job", "eval")):
+        assert re.fullmatch(rf"r-ssrl-{component}-[0-9a-f]{{6}}", run_object(objs, kind, component)["metadata"]["name"])
+    train = run_object(objs, "PyTorchJob", "train")["metadata"]["name"]
+    assert ("ConfigMap", f"{train}-progress") in kinds
+    gen = run_object(objs, "Job", "generate")["spec"]
     assert gen["completionMode"] == "Indexed" and gen["completions"] == gen["parallelism"] == 4
     c = gen["template"]["spec"]["containers"][0]
     assert {"name": "SSRL_NUM_SHARDS", "value": "4"} in c["env"]
@@ -288,10 +299,10 @@ def test_helm_default_objects():
     assert test_pod["spec"]["containers"][0]["args"] == ["store", "ls", "s3://ssrl"]
     assert "train.yaml" in by["ConfigMap", "r-ssrl-train"]["data"]
     role = by["Role", "r-ssrl-train"]
-    assert role["rules"] == [{"apiGroups": ["kubeflow.org"], "resources": ["pytorchjobs"],
-                              "resourceNames": ["r-ssrl-train"], "verbs": ["get", "patch"]}]
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"],
+                              "resourceNames": [f"{train}-progress"], "verbs": ["get", "patch"]}]
     assert not any(o["kind"] == "NetworkPolicy" for o in objs)
-    ev = by["Job", "r-ssrl-eval"]["spec"]["template"]["spec"]
+    ev = run_object(objs, "Job", "eval")["spec"]["template"]["spec"]
     c = ev["containers"][0]
     assert "command" not in c and c["image"] == "ghcr.io/ssrl/ssrl-trainer:0.1.0"
     assert c["args"] == ["eval", "--model", "base=s3://ssrl/models/base", "--model",
@@ -303,7 +314,8 @@ def test_helm_default_objects():
 def test_helm_eval_off_by_default():
     out = run([helm(), "template", "r", CHART, "--kube-version", "1.31.0"])
     assert out.returncode == 0, out.stderr
-    assert not [o for o in load_docs(out.stdout) if o["metadata"]["name"].endswith("-eval")]
+    components = {o["metadata"]["labels"].get("app.kubernetes.io/component") for o in load_docs(out.stdout)}
+    assert "train" in components and "eval" not in components
 
 
 def test_helm_external_minio():
@@ -335,9 +347,9 @@ def test_helm_multinode():
         shm = next(v for v in pod["volumes"] if v["name"] == "dshm")
         assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": "64Gi"}
         assert {"name": "dshm", "mountPath": "/dev/shm"} in c["volumeMounts"]
-    gen = next(o for o in objs if o["kind"] == "Job" and o["metadata"]["name"].endswith("generate"))
+    gen = run_object(objs, "Job", "generate")
     assert gen["spec"]["completions"] == gen["spec"]["parallelism"] == 64
-    ev = next(o for o in objs if o["kind"] == "Job" and o["metadata"]["name"].endswith("-eval"))
+    ev = run_object(objs, "Job", "eval")
     c = ev["spec"]["template"]["spec"]["containers"][0]
     assert c["command"] == ["torchrun"] and c["args"][:6] == ["--standalone", "--nproc-per-node", "8", "-m", "ssrl",
                                                               "eval"]
@@ -359,7 +371,7 @@ def test_helm_notes_numbered(tmp_path):
     text = load_docs(out.stdout)[0]["data"]["notes"]
     steps = re.findall(r"^(\d+)\. ", text, re.M)
     assert steps == [str(i) for i in range(1, len(steps) + 1)] and len(steps) >= 3, text
-    assert "helm test r" in text and "pytorchjob r-ssrl-train" in text
+    assert "helm test r" in text and re.search(r"pytorchjob r-ssrl-train-[0-9a-f]{6} ", text)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -470,7 +482,8 @@ def test_manifest_commands_exist(source):
 @pytest.mark.parametrize("source", SOURCES)
 def test_eval_jobs_run_ssrl_eval(source):
     """The eval Job runs `ssrl eval` (not the `ssrl verify` stand-in) with models, benchmarks and an output."""
-    evals = [o for o in rendered(source) if o["kind"] == "Job" and o["metadata"]["name"].endswith("-eval")]
+    evals = [o for o in rendered(source) if o["kind"] == "Job"
+             and o["metadata"]["labels"].get("app.kubernetes.io/component") == "eval"]
     if source != "helm:external-minio-values.yaml":
         assert evals, "no eval Job rendered"
     for obj in evals:
@@ -482,18 +495,24 @@ def test_eval_jobs_run_ssrl_eval(source):
 
 
 @pytest.mark.parametrize("source", SOURCES)
-def test_trainer_may_annotate_only_its_pytorchjob(source):
-    """Rank 0 finds its PyTorchJob from the downward API; the Role allows get/patch on that object alone."""
+def test_trainer_may_write_only_its_progress(source):
+    """Rank 0 finds its job from the downward API; the Role allows get/patch on the job's progress ConfigMap, which
+    is created up front (no create verb), and on nothing else: not the PyTorchJob, whose replica templates the
+    operator turns into pods."""
     objs = rendered(source)
-    train = next(o for o in objs if o["kind"] == "PyTorchJob" and o["metadata"]["name"].endswith("-train"))
+    train = next(o for o in objs if o["kind"] == "PyTorchJob"
+                 and o["metadata"]["labels"].get("app.kubernetes.io/component") == "train")
     for where, _, c in containers(train):
         env = {e["name"]: e for e in c.get("env", [])}
         assert env["SSRL_JOB_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == \
             "metadata.labels['training.kubeflow.org/job-name']", where
         assert env["SSRL_JOB_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace", where
+    progress = f"{train['metadata']['name']}-progress"
+    assert any(o["kind"] == "ConfigMap" and o["metadata"]["name"] == progress
+               and o["metadata"]["labels"]["ssrl.dev/progress-of"] == train["metadata"]["name"] for o in objs)
     role = next(o for o in objs if o["kind"] == "Role" and o["metadata"]["name"].endswith("-train"))
-    assert role["rules"] == [{"apiGroups": ["kubeflow.org"], "resources": ["pytorchjobs"],
-                              "resourceNames": [train["metadata"]["name"]], "verbs": ["get", "patch"]}]
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [progress],
+                              "verbs": ["get", "patch"]}]
 
 
 # ---------------------------------------------------------------------------------------------------------------

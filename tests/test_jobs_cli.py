@@ -1,4 +1,4 @@
-"""``ssrl jobs`` and the trainer's progress annotation, without a cluster.
+"""``ssrl jobs`` and the trainer's progress ConfigMap, without a cluster.
 
 Status and pod choice are derived from literal API objects in the shapes the API server and the Training
 Operator v1.9 return (``kubectl get -o json``); the progress callback runs with a recording patch function.
@@ -19,11 +19,13 @@ from typer.testing import CliRunner
 
 from ssrl.cli.jobs_cmd import _age, jobs_app
 from ssrl.cluster.client import (
-    PROGRESS_ANNOTATION,
+    PROGRESS_KEY,
     batch_job_phase,
     build_progress,
     job_status,
     pick_pods,
+    progress_configmap,
+    progress_of,
     progress_rows,
     pytorchjob_phase,
 )
@@ -35,8 +37,8 @@ PROGRESS = {"step": 120, "max_steps": 500, "reward": 0.6125, "accuracy": {"depth
 RUNNING_PTJ = {
     "apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob",
     "metadata": {"name": "exp1-train", "namespace": "ml", "creationTimestamp": "2026-02-12T09:00:00Z",
-                 "labels": {"app.kubernetes.io/part-of": "ssrl", "app.kubernetes.io/component": "train"},
-                 "annotations": {PROGRESS_ANNOTATION: json.dumps(PROGRESS)}},
+                 "uid": "4f0c7d2e-0000-4000-8000-000000000001",
+                 "labels": {"app.kubernetes.io/part-of": "ssrl", "app.kubernetes.io/component": "train"}},
     "spec": {"nprocPerNode": "8", "pytorchReplicaSpecs": {"Master": {"replicas": 1}, "Worker": {"replicas": 2}}},
     "status": {
         "conditions": [
@@ -96,8 +98,12 @@ def test_batch_job_phases():
     assert batch_job_phase(suspended) == ("Suspended", "JobSuspended")
 
 
+def _progress_cm(raw: str) -> dict:
+    return {**progress_configmap("exp1-train", "ml"), "data": {PROGRESS_KEY: raw}}
+
+
 def test_job_status_of_a_running_pytorchjob():
-    s = job_status(RUNNING_PTJ)
+    s = job_status(RUNNING_PTJ, progress_of(_progress_cm(json.dumps(PROGRESS))))
     assert (s.kind, s.name, s.namespace, s.phase, s.component) == ("PyTorchJob", "exp1-train", "ml", "Running",
                                                                   "train")
     assert s.replicas == {"Master": {"active": 1, "succeeded": 0, "failed": 0},
@@ -115,12 +121,22 @@ def test_job_status_of_a_failed_job_and_a_bad_annotation():
     as_client = {**FAILED_JOB, "status": {**FAILED_JOB["status"], "startTime": start}}
     assert job_status(as_client).started == "2026-02-12T09:00:00Z"
     assert s.progress is None
-    broken = {**RUNNING_PTJ, "metadata": {"name": "x", "annotations": {PROGRESS_ANNOTATION: "{not json"}}}
-    assert job_status(broken).progress is None
+    assert progress_of(_progress_cm("{not json")) is None and progress_of(_progress_cm("[1]")) is None
+    assert progress_of(progress_configmap("exp1-train", "ml")) is None and progress_of(None) is None
+
+
+def test_progress_configmap_is_named_after_its_job_and_owned_by_it():
+    """What the chart, k8s/ and `ssrl submit train` create up front: the trainer's Role then needs no `create`."""
+    cm = progress_configmap("exp1-train", "ml", {"app.kubernetes.io/part-of": "ssrl"}, owner=RUNNING_PTJ)
+    assert cm["metadata"]["name"] == "exp1-train-progress" and cm["metadata"]["namespace"] == "ml"
+    assert cm["metadata"]["labels"] == {"app.kubernetes.io/part-of": "ssrl", "ssrl.dev/progress-of": "exp1-train"}
+    assert cm["metadata"]["ownerReferences"] == [{"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob",
+                                                  "name": "exp1-train", "uid": RUNNING_PTJ["metadata"]["uid"]}]
+    assert "data" not in cm
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# the progress annotation
+# the progress record
 
 
 def test_build_progress_from_a_trainer_log_and_task_accuracy():
@@ -134,7 +150,7 @@ def test_build_progress_from_a_trainer_log_and_task_accuracy():
     assert progress == {"step": 120, "max_steps": 500, "reward": 0.6125,
                         "accuracy": {"depth": 0.5, "shuffle": 1.0}, "updated": "2026-02-12T10:31:07Z"}
     assert build_progress(3, -1, {"loss": 1.0}, now=NOW) == {"step": 3, "updated": "2026-02-12T10:31:07Z"}
-    assert len(json.dumps(progress, separators=(",", ":"))) < 200  # compact: an annotation, not a log
+    assert len(json.dumps(progress, separators=(",", ":"))) < 200  # compact: a status record, not a log
 
 
 def test_progress_rows():

@@ -33,17 +33,18 @@ def pod_endpoints(objs: list[dict], namespace: str = "ssrl") -> dict[str, list[t
 
 DNS = Endpoint("kube-system", {"k8s-app": "kube-dns"}, {"kubernetes.io/metadata.name": "kube-system"})
 API_SERVER = Endpoint(ip="172.18.0.2")
-STRANGER = Endpoint("ssrl", {"app": "something-else"})
 
 
-def check_network(policies: list[dict], pods: dict, *, minio: bool, default_deny: bool) -> None:
-    """What the workloads need is allowed, what they do not is refused."""
+def check_network(policies: list[dict], pods: dict, *, minio: bool, default_deny: bool,
+                  namespace: str = "ssrl") -> None:
+    """What the workloads need is allowed, what they do not is refused (``pods``: component -> [(where, Endpoint)])."""
+    stranger = Endpoint(namespace, {"app": "something-else"})
     clients = [p for c in ("generate", "train", "eval", "bucket-init", "test") for p in pods.get(c, [])]
     assert pods.get("train") and pods.get("generate"), sorted(pods)
     for minio_where, minio_pod in pods.get("minio", []) if minio else []:
         for where, pod in clients:
             assert allowed(policies, pod, minio_pod, 9000), f"{where} cannot reach {minio_where}:9000"
-        assert not allowed(policies, STRANGER, minio_pod, 9000), "a foreign pod reaches MinIO"
+        assert not allowed(policies, stranger, minio_pod, 9000), "a foreign pod reaches MinIO"
     for where, pod in pods["train"]:
         for other_where, other in pods["train"]:
             assert allowed(policies, pod, other, 23456), f"{where} cannot reach {other_where}'s rendezvous port"
@@ -57,7 +58,7 @@ def check_network(policies: list[dict], pods: dict, *, minio: bool, default_deny
             assert allowed(policies, pod, API_SERVER, 6443), f"{where} cannot reach the API server (progress)"
         for where, pod in pods["generate"]:
             assert not allowed(policies, pod, API_SERVER, 6443), f"{where} reaches the API server"
-        assert not allowed(policies, STRANGER, DNS, 53, "UDP"), "default deny does not deny"
+        assert not allowed(policies, stranger, DNS, 53, "UDP"), "default deny does not deny"
 
 
 NETWORK_SOURCES = {

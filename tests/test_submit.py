@@ -46,12 +46,18 @@ CASES = {
 EXTRA = ["--set", "store_endpoint=http://minio.store.svc:9000"]
 
 
-def dry_run(args: list[str]) -> dict:
+def dry_run_docs(args: list[str]) -> list[dict]:
     result = CliRunner().invoke(submit_app, [*args, "--dry-run"])
     assert result.exit_code == 0, result.output
     docs = list(yaml.safe_load_all(result.stdout))
-    assert len(docs) == 1 and isinstance(docs[0], dict)
-    return docs[0]
+    assert all(isinstance(d, dict) for d in docs)
+    # train also prints its progress ConfigMap; the rest one object
+    assert len(docs) == (2 if args[0] == "train" else 1), [d["kind"] for d in docs]
+    return docs
+
+
+def dry_run(args: list[str]) -> dict:
+    return dry_run_docs(args)[0]
 
 
 @functools.cache
@@ -125,8 +131,25 @@ def test_eval_job_shape():
     assert "nvidia.com/gpu" not in c["resources"]["limits"] and c["args"][-2:] == ["--batch-size", "4"]
 
 
+def test_train_prints_its_progress_configmap():
+    """`ssrl submit train` creates the job's progress ConfigMap up front (owned by the job when submitted)."""
+    job, cm = dry_run_docs(["train", "--name", "exp1", "-n", "ml"])
+    assert (job["kind"], cm["kind"]) == ("PyTorchJob", "ConfigMap")
+    assert (cm["metadata"]["name"], cm["metadata"]["namespace"]) == ("exp1-train-progress", "ml")
+    assert cm["metadata"]["labels"]["ssrl.dev/progress-of"] == "exp1-train" and "data" not in cm
+
+
+def test_namespace_defaults_to_the_kubeconfig_context(fake_cluster):
+    """Like kubectl and `ssrl jobs`: without -n the context's namespace, not "default"."""
+    fake_cluster.write_text(FAKE_KUBECONFIG.replace("context: {cluster: fake, user: u}",
+                                                    "context: {cluster: fake, user: u, namespace: ml}"))
+    for args in (["generate"], ["train"], ["eval"]):
+        assert dry_run(args)["metadata"]["namespace"] == "ml", args
+    assert dry_run(["train", "-n", "other"])["metadata"]["namespace"] == "other"
+
+
 def test_trainer_knows_its_own_pytorchjob():
-    """SSRL_JOB_NAME / SSRL_JOB_NAMESPACE come from the pod (downward API), for the progress annotation."""
+    """SSRL_JOB_NAME / SSRL_JOB_NAMESPACE come from the pod (downward API), for its progress ConfigMap."""
     for spec in rendered("train")["spec"]["pytorchReplicaSpecs"].values():
         env = {e["name"]: e for e in spec["template"]["spec"]["containers"][0]["env"]}
         assert env["SSRL_JOB_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == \

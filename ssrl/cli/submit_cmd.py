@@ -19,7 +19,7 @@ submit_app = sub_app("Run sharded generation, GRPO training or evaluation on Kub
 _CONFIG = typer.Option(None, "--config", "-c", help="YAML file of SubmitConfig fields (ssrl.cluster.manifests).")
 _SET = typer.Option(None, "--set", "-s", help="Override any field: key=value, e.g. train.workers=3.")
 _NAME = typer.Option(None, "--name", help="Object name prefix (<name>-generate, <name>-train, <name>-eval).")
-_NAMESPACE = typer.Option(None, "--namespace", "-n", help="Kubernetes namespace.")
+_NAMESPACE = typer.Option(None, "--namespace", "-n", help="Kubernetes namespace (default: the kubeconfig's).")
 _DRY_RUN = typer.Option(False, "--dry-run", help="Print the YAML (for kubectl apply -f) and submit nothing.")
 
 
@@ -29,7 +29,13 @@ def _config(config: Path | None, overrides: list[str] | None, top: dict[str, Any
 
     require_clients()
     flags = [f"{section}.{k}={_yaml_scalar(v)}" for k, v in values.items() if v is not None]
-    return load_config(SubmitConfig, config, [*flags, *(overrides or [])], **top)
+    cfg = load_config(SubmitConfig, config, [*flags, *(overrides or [])], **top)
+    if not cfg.namespace:  # like kubectl and `ssrl jobs`: the kubeconfig context's namespace
+        from ssrl.cluster.client import default_namespace
+
+        cfg.namespace = default_namespace()
+        cfg.__post_init__()
+    return cfg
 
 
 def _yaml_scalar(value: Any) -> str:
@@ -38,14 +44,21 @@ def _yaml_scalar(value: Any) -> str:
     return json.dumps(value)  # JSON is YAML: strings and lists survive the --set parser unchanged
 
 
-def _finish(obj: Any, namespace: str, dry_run: bool) -> None:
-    from ssrl.cluster.manifests import submit, to_yaml
+def _finish(obj: Any, namespace: str, dry_run: bool, progress: bool = False) -> None:
+    """Print or create ``obj``; with ``progress`` also the job's progress ConfigMap (owned by the job)."""
+    from ssrl.cluster.client import progress_configmap
+    from ssrl.cluster.manifests import create_progress_configmap, submit, to_yaml
 
     if dry_run:
         typer.echo(to_yaml(obj), nl=False)
+        if progress:
+            typer.echo("---\n" + to_yaml(progress_configmap(obj.metadata.name, namespace, obj.metadata.labels)),
+                       nl=False)
         return
     created = submit(obj, namespace)
     console.print(f"created {created}", markup=False)
+    if progress:
+        console.print(f"created {create_progress_configmap(obj, namespace)}", markup=False)
 
 
 @submit_app.command("generate")
@@ -97,7 +110,7 @@ def train(
                    "workers": workers, "gpus_per_node": gpus_per_node, "nproc_per_node": nproc_per_node})
     from ssrl.cluster.manifests import build_train_pytorchjob
 
-    _finish(build_train_pytorchjob(cfg), cfg.namespace, dry_run)
+    _finish(build_train_pytorchjob(cfg), cfg.namespace, dry_run, progress=True)
 
 
 @submit_app.command("eval")

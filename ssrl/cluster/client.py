@@ -1,14 +1,18 @@
-"""The platform's jobs in a cluster, for ``ssrl jobs``: list, status, logs, delete, and the progress annotation.
+"""The platform's jobs in a cluster, for ``ssrl jobs``: list, status, logs, delete, and the training progress.
 
 Every object is handled as plain API data (camelCase dicts, as ``kubectl get -o json`` shows it), so the status
 logic is pure and tested on literal objects; the cluster functions take an optional ``ApiClient`` (default: the
 kubeconfig or in-cluster configuration) so they run against any real API server.
 
-Progress: the trainer's rank 0 merges :data:`PROGRESS_ANNOTATION` into its own PyTorchJob's annotations
-(:func:`annotate_progress`), a compact JSON object::
+Progress: the trainer's rank 0 writes a compact JSON object into the ConfigMap ``<job>-progress``
+(:func:`write_progress`, key :data:`PROGRESS_KEY`)::
 
     {"step": 120, "max_steps": 500, "reward": 0.61, "accuracy": {"depth": 0.7, "shuffle": 0.55},
      "updated": "2026-02-12T10:31:07Z"}
+
+A ConfigMap of its own, created up front (chart, k8s/, ``ssrl submit``), lets the trainer's Role grant ``get`` and
+``patch`` on that one object and nothing else: a token that may patch its PyTorchJob could rewrite the replica
+templates the operator turns into pods.
 
 Pod labels used for logs: PyTorchJob pods carry the Training Operator's (v1.9) ``training.kubeflow.org/job-name``,
 ``training.kubeflow.org/replica-type`` (lower case: master, worker) and ``training.kubeflow.org/replica-index``;
@@ -27,8 +31,10 @@ from typing import Any
 
 from ssrl.errors import SSRLError
 
-PROGRESS_ANNOTATION = "ssrl.dev/progress"
-"""Annotation on the trainer's PyTorchJob: JSON {step, max_steps, reward, accuracy: {task: value}, updated}."""
+PROGRESS_KEY = "progress.json"
+"""Key in the progress ConfigMap: JSON {step, max_steps, reward, accuracy: {task: value}, updated}."""
+PROGRESS_LABEL = "ssrl.dev/progress-of"
+"""Label of a progress ConfigMap: the job it belongs to."""
 PART_OF_SELECTOR = "app.kubernetes.io/part-of=ssrl"
 """Set on every object by ``ssrl submit``, the Helm chart and the kustomize base."""
 GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "pytorchjobs"
@@ -83,9 +89,25 @@ def batch_job_phase(obj: dict[str, Any]) -> tuple[str, str]:
     return ("Running" if status.get("active") else "Pending"), ""
 
 
-def progress_of(obj: dict[str, Any]) -> dict[str, Any] | None:
-    """The decoded progress annotation, or None when absent or not a JSON object."""
-    raw = ((obj.get("metadata") or {}).get("annotations") or {}).get(PROGRESS_ANNOTATION)
+def progress_configmap_name(job: str) -> str:
+    """The progress ConfigMap of a job (at most 62 characters for a job name of at most 53)."""
+    return f"{job}-progress"
+
+
+def progress_configmap(job: str, namespace: str, labels: dict[str, str] | None = None,
+                       owner: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The empty progress ConfigMap created with the job (owned by it when ``owner`` is the job as API data)."""
+    meta: dict[str, Any] = {"name": progress_configmap_name(job), "namespace": namespace,
+                            "labels": {**(labels or {}), PROGRESS_LABEL: job}}
+    if owner:
+        meta["ownerReferences"] = [{"apiVersion": owner["apiVersion"], "kind": owner["kind"],
+                                    "name": owner["metadata"]["name"], "uid": owner["metadata"]["uid"]}]
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta}
+
+
+def progress_of(configmap: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The decoded progress of a progress ConfigMap, or None when absent or not a JSON object."""
+    raw = ((configmap or {}).get("data") or {}).get(PROGRESS_KEY)
     if not raw:
         return None
     try:
@@ -95,8 +117,8 @@ def progress_of(obj: dict[str, Any]) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def job_status(obj: dict[str, Any]) -> JobStatus:
-    """Summary of a Job or PyTorchJob given as API data."""
+def job_status(obj: dict[str, Any], progress: dict[str, Any] | None = None) -> JobStatus:
+    """Summary of a Job or PyTorchJob given as API data (``progress``: from its progress ConfigMap)."""
     meta, status = obj.get("metadata") or {}, obj.get("status") or {}
     kind = obj.get("kind") or ("PyTorchJob" if "pytorchReplicaSpecs" in (obj.get("spec") or {}) else "Job")
     if kind == "PyTorchJob":
@@ -111,7 +133,7 @@ def job_status(obj: dict[str, Any]) -> JobStatus:
         component=(meta.get("labels") or {}).get("app.kubernetes.io/component", ""),
         created=_time(meta.get("creationTimestamp")), started=_time(status.get("startTime")),
         completed=_time(status.get("completionTime")), message=message, replicas=replicas,
-        progress=progress_of(obj))
+        progress=progress)
 
 
 def _time(value: Any) -> str:
@@ -256,7 +278,12 @@ def list_jobs(namespace: str, api: Any = None, selector: str = PART_OF_SELECTOR)
     with api_errors(f"listing Jobs in {namespace}", api):
         jobs = client.BatchV1Api(api).list_namespaced_job(namespace, label_selector=selector)
         objs += [{"kind": "Job", **api.sanitize_for_serialization(j)} for j in jobs.items]
-    statuses = [job_status(o) for o in objs]
+    progress: dict[str, dict[str, Any] | None] = {}
+    with contextlib.suppress(ApiException):  # progress is extra: a user who may not read ConfigMaps still lists
+        for cm in client.CoreV1Api(api).list_namespaced_config_map(namespace, label_selector=PROGRESS_LABEL).items:
+            cm = api.sanitize_for_serialization(cm)
+            progress[cm["metadata"]["labels"][PROGRESS_LABEL]] = progress_of(cm)
+    statuses = [job_status(o, progress.get(o["metadata"]["name"])) for o in objs]
     return sorted(statuses, key=lambda s: (s.created, s.kind, s.name))
 
 
@@ -295,7 +322,24 @@ def get_job(name: str, namespace: str, api: Any = None, kind: str | None = None)
 
 
 def status(name: str, namespace: str, api: Any = None, kind: str | None = None) -> JobStatus:
-    return job_status(get_job(name, namespace, api, kind))
+    api = api_client(api)
+    return job_status(get_job(name, namespace, api, kind), read_progress(name, namespace, api))
+
+
+def read_progress(job: str, namespace: str, api: Any = None) -> dict[str, Any] | None:
+    """The job's progress, or None without a progress ConfigMap (or the right to read it)."""
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    api = api_client(api)
+    with api_errors(f"reading ConfigMap {namespace}/{progress_configmap_name(job)}", api):
+        try:
+            cm = client.CoreV1Api(api).read_namespaced_config_map(progress_configmap_name(job), namespace)
+        except ApiException as e:
+            if e.status in (403, 404):
+                return None
+            raise
+    return progress_of(api.sanitize_for_serialization(cm))
 
 
 def job_pods(obj: dict[str, Any], api: Any = None) -> list[dict[str, Any]]:
@@ -374,14 +418,13 @@ def delete_job(name: str, namespace: str, api: Any = None, kind: str | None = No
     return f"{obj['kind']}/{namespace}/{name}"
 
 
-def annotate_progress(name: str, namespace: str, progress: dict[str, Any], api: Any = None,
-                      timeout: float | None = 10.0) -> None:
-    """Merge the progress annotation into PyTorchJob ``name`` (JSON merge patch: other annotations stay)."""
+def write_progress(job: str, namespace: str, progress: dict[str, Any], api: Any = None,
+                   timeout: float | None = 10.0) -> None:
+    """Merge-patch the progress into the job's existing ConfigMap (the trainer's Role allows patch on it alone)."""
     from kubernetes import client
 
     api = api_client(api)
-    body = {"metadata": {"annotations": {PROGRESS_ANNOTATION: json.dumps(progress, sort_keys=True,
-                                                                         separators=(",", ":"))}}}
-    with api_errors(f"annotating PyTorchJob {namespace}/{name}", api):
-        client.CustomObjectsApi(api).patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, body,
-                                                                    _request_timeout=timeout)
+    name = progress_configmap_name(job)
+    body = {"data": {PROGRESS_KEY: json.dumps(progress, sort_keys=True, separators=(",", ":"))}}
+    with api_errors(f"writing progress to ConfigMap {namespace}/{name}", api):
+        client.CoreV1Api(api).patch_namespaced_config_map(name, namespace, body, _request_timeout=timeout)

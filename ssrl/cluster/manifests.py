@@ -154,7 +154,8 @@ class SubmitConfig:
 
     name: str = "ssrl"
     """Prefix of the object names: ``<name>-generate``, ``<name>-train``, ``<name>-eval``."""
-    namespace: str = "default"
+    namespace: str = ""
+    """Empty: the kubeconfig context's namespace (as ``kubectl`` and ``ssrl jobs``)."""
     image_generator: str = "ghcr.io/ssrl/ssrl-generator:0.1.0"
     image_trainer: str = "ghcr.io/ssrl/ssrl-trainer:0.1.0"
     image_pull_policy: str = "IfNotPresent"
@@ -174,7 +175,7 @@ class SubmitConfig:
 
     def __post_init__(self) -> None:
         problems = []
-        for label, value in (("name", self.name), ("namespace", self.namespace)):
+        for label, value in (("name", self.name), ("namespace", self.namespace or "default")):
             if not _NAME.match(value or "") or len(value) > (_MAX_NAME if label == "name" else 63):
                 problems.append(f"{label} {value!r} must be a DNS label (lower-case letters, digits, '-'; "
                                 f"at most {_MAX_NAME if label == 'name' else 63} characters)")
@@ -558,6 +559,28 @@ def submit(obj: Any, namespace: str) -> str:
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise SSRLError(f"{what} ({type(e).__name__}): {first}") from None
     return f"{kind}/{namespace}/{name}"
+
+
+def create_progress_configmap(job: Any, namespace: str) -> str:
+    """Create the progress ConfigMap of a submitted PyTorchJob, owned by it (deleted with it); an existing one stays.
+
+    Created here, not by the trainer, so its Role needs no ``create`` verb: ``get``/``patch`` on this one name."""
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    from ssrl.cluster.client import GROUP, PLURAL, VERSION, api_errors, progress_configmap
+
+    api = client.ApiClient(cluster_configuration())
+    name = job.metadata.name
+    with api_errors(f"creating the progress ConfigMap of PyTorchJob {namespace}/{name}", api):
+        owner = client.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        body = progress_configmap(name, namespace, job.metadata.labels, owner=owner)
+        try:
+            client.CoreV1Api(api).create_namespaced_config_map(namespace, body)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+    return f"ConfigMap/{namespace}/{body['metadata']['name']}"
 
 
 def _api_message(e: Any) -> str:

@@ -79,10 +79,10 @@ class StoreCheckpointCallback(TrainerCallback):
 
 
 class JobProgressCallback(TrainerCallback):
-    """Rank 0 records step, reward and per-task accuracy on its own PyTorchJob, for ``ssrl jobs status``.
+    """Rank 0 records step, reward and per-task accuracy in its job's progress ConfigMap, for ``ssrl jobs status``.
 
     Active only when the pod knows its job (``SSRL_JOB_NAME`` and ``SSRL_JOB_NAMESPACE`` or ``POD_NAMESPACE``, set
-    through the downward API by ``ssrl submit``, the chart and k8s/). At most one annotation per ``interval``
+    through the downward API by ``ssrl submit``, the chart and k8s/). At most one write per ``interval``
     seconds (the last one at the end of training), sent from a background thread so training never waits on the
     API server; a failure is logged once and never raised.
     """
@@ -141,17 +141,17 @@ class JobProgressCallback(TrainerCallback):
     def _patch_quietly(self, progress: dict[str, Any]) -> None:
         try:
             if self._patch is None:
-                from ssrl.cluster.client import annotate_progress, api_client
+                from ssrl.cluster.client import api_client, write_progress
 
                 try:
                     api = api_client()
                 except Exception:
                     self.active = False  # no cluster configuration: nothing to retry
                     raise
-                self._patch = lambda name, namespace, p: annotate_progress(name, namespace, p, api=api)
+                self._patch = lambda name, namespace, p: write_progress(name, namespace, p, api=api)
             self._patch(self.name, self.namespace, progress)
         except Exception as e:  # progress is best effort: training goes on
             if not self._warned:
                 self._warned = True
-                log.warning("cannot record progress on PyTorchJob %s/%s (%s); training goes on",
+                log.warning("cannot record progress for PyTorchJob %s/%s (%s); training goes on",
                             self.namespace, self.name, e)

@@ -59,6 +59,8 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "ssrl.storeSecretName" -}}
 {{- if .Values.store.existingSecret }}
 {{- .Values.store.existingSecret }}
+{{- else if not .Values.minio.enabled }}
+{{- fail "store.existingSecret is required when minio.enabled=false: the chart creates credentials only for its own MinIO" }}
 {{- else }}
 {{- printf "%s-store" (include "ssrl.fullname" .) }}
 {{- end }}
@@ -118,4 +120,14 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "ssrl.trainPeers" -}}
 app.kubernetes.io/part-of: ssrl
 app.kubernetes.io/component: train
+{{- end }}
+
+{{/* Name of a run object (generate/eval Job, train PyTorchJob), given (dict "root" $ "component" "train"): the
+component plus a hash of its spec. A Job's pod template is immutable and the training operator ignores a changed
+PyTorchJob, so a changed spec (image tag, config, resources) must be a new object: `helm upgrade` creates it and
+deletes the old one; the trainer resumes from the latest checkpoint, the generator skips committed shards. The
+same spec keeps its name, so an upgrade that changes nothing else leaves running jobs alone. */}}
+{{- define "ssrl.runName" -}}
+{{- $spec := include (printf "ssrl.%s.spec" .component) .root }}
+{{- printf "%s-%s-%s" (include "ssrl.fullname" .root | trunc 38 | trimSuffix "-") .component (sha256sum $spec | trunc 6) }}
 {{- end }}

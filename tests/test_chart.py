@@ -1,0 +1,113 @@
+"""The Helm chart across upgrades and GitOps renders (rendered with the real helm; the cluster tier runs a real
+``helm upgrade``): stable pod-template labels, run objects named after their spec, MinIO not rolled by a render,
+no pods referencing a Secret nobody creates."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import yaml
+
+from tests.test_deploy import CHART, helm, load_docs, run
+
+RUN_OBJECTS = {("Job", "generate"), ("PyTorchJob", "train"), ("Job", "eval")}
+
+
+def render(*sets: str, chart=None) -> list[dict]:
+    cmd = [helm(), "template", "r", chart or CHART, "--namespace", "ssrl", "--kube-version", "1.31.0",
+           "--set", "eval.enabled=true"]
+    for s in sets:
+        cmd += ["--set", s]
+    out = run(cmd)
+    assert out.returncode == 0, out.stderr
+    return load_docs(out.stdout)
+
+
+def run_objects(objs: list[dict]) -> dict[str, dict]:
+    """component -> its generate/eval Job or train PyTorchJob."""
+    return {o["metadata"]["labels"]["app.kubernetes.io/component"]: o for o in objs
+            if (o["kind"], o["metadata"]["labels"].get("app.kubernetes.io/component")) in RUN_OBJECTS}
+
+
+def pod_templates(obj: dict) -> list[dict]:
+    spec = obj["spec"]
+    if obj["kind"] == "PyTorchJob":
+        return [r["template"] for r in spec["pytorchReplicaSpecs"].values()]
+    return [spec["template"]] if "template" in spec else []
+
+
+def test_pod_templates_carry_only_stable_labels(tmp_path):
+    """A Job's pod template is immutable: a chart or app version in its labels made every upgrade fail with
+    "field is immutable". A new chart version renders the same pod templates, hence the same object names."""
+    bumped = tmp_path / "ssrl"
+    shutil.copytree(CHART, bumped)
+    meta = yaml.safe_load((bumped / "Chart.yaml").read_text())
+    meta.update(version="9.9.9", appVersion="9.9.9")
+    (bumped / "Chart.yaml").write_text(yaml.safe_dump(meta))
+    before, after = render(), render(chart=bumped)
+    for obj in before:
+        for template in pod_templates(obj) if "spec" in obj else []:
+            labels = template["metadata"]["labels"]
+            assert not {"helm.sh/chart", "app.kubernetes.io/version", "app.kubernetes.io/managed-by"} & set(labels), \
+                (obj["kind"], obj["metadata"]["name"], labels)
+            assert labels["app.kubernetes.io/part-of"] == "ssrl" and labels["app.kubernetes.io/instance"] == "r"
+    old, new = run_objects(before), run_objects(after)
+    assert set(old) == {"generate", "train", "eval"}
+    for component in old:
+        assert old[component]["metadata"]["name"] == new[component]["metadata"]["name"], component
+        assert pod_templates(old[component]) == pod_templates(new[component]), component
+
+
+def test_a_changed_spec_is_a_new_object_an_unchanged_one_keeps_its_name():
+    """The image tag, config or eval switch changes only the objects whose spec changes: those get a new name (the
+    upgrade creates them and deletes the old ones: no immutable-field error, no silently ignored PyTorchJob edit)."""
+    base = run_objects(render())
+    names = {c: o["metadata"]["name"] for c, o in base.items()}
+    for sets, changed in [(["images.generator.tag=0.1.1"], {"generate"}),
+                          (["images.trainer.tag=0.1.1"], {"train", "eval"}),
+                          (["train.config=max_steps: 1000"], {"train"}),
+                          (["eval.limit=50"], {"eval"})]:
+        now = {c: o["metadata"]["name"] for c, o in run_objects(render(*sets)).items()}
+        assert {c for c in names if names[c] != now[c]} == changed, sets
+    for obj in base.values():
+        assert len(obj["metadata"]["name"]) <= 53  # + "-worker-NN" stays a DNS label for the operator's pods
+    long = run_objects(render("fullnameOverride=" + "x" * 50))
+    assert all(len(o["metadata"]["name"]) <= 54 for o in long.values())
+    # Enabling eval adds the eval Job and leaves the others running.
+    no_eval = run_objects(render("eval.enabled=false"))
+    assert set(no_eval) == {"generate", "train"}
+    assert all(no_eval[c]["metadata"]["name"] == names[c] for c in no_eval)
+
+
+def test_progress_configmap_and_role_follow_the_trainer_name():
+    for sets in ([], ["images.trainer.tag=0.1.1"]):
+        objs = render(*sets)
+        train = run_objects(objs)["train"]["metadata"]["name"]
+        role = next(o for o in objs if o["kind"] == "Role")
+        assert role["rules"][0]["resourceNames"] == [f"{train}-progress"]
+        assert any(o["kind"] == "ConfigMap" and o["metadata"]["name"] == f"{train}-progress" for o in objs)
+
+
+def test_gitops_renders_do_not_roll_minio():
+    """`helm template` has no lookup: the generated password differs per render, the MinIO pod template must not."""
+    first, second = render(), render()
+    secrets = [next(o for o in objs if o["kind"] == "Secret") for objs in (first, second)]
+    assert secrets[0]["data"] != secrets[1]["data"]  # the generated password: the reason for existingSecret
+    sts = [next(o for o in objs if o["kind"] == "StatefulSet") for objs in (first, second)]
+    assert sts[0]["spec"]["template"] == sts[1]["spec"]["template"]
+    changed = next(o for o in render("minio.auth.secretKey=another-password") if o["kind"] == "StatefulSet")
+    assert changed["spec"]["template"] != sts[0]["spec"]["template"]  # a deliberate credential change restarts
+
+
+@pytest.mark.parametrize("sets", [["minio.enabled=false", "store.endpoint=https://s3.example.com"]])
+def test_external_store_without_existing_secret_is_refused(sets):
+    """Pods would reference a Secret nobody creates (the chart makes credentials only for its own MinIO)."""
+    cmd = [helm(), "template", "r", CHART]
+    for s in sets:
+        cmd += ["--set", s]
+    out = run(cmd)
+    assert out.returncode != 0
+    assert "store.existingSecret is required when minio.enabled=false" in out.stderr
+    ok = run([*cmd, "--set", "store.existingSecret=s3-credentials"])
+    assert ok.returncode == 0, ok.stderr
