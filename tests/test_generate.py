@@ -114,6 +114,7 @@ def test_resume_after_kill_is_byte_identical(synth_dir: Path, tmp_path: Path) ->
 
 def test_bad_inputs_become_rejects(tmp_path: Path) -> None:
     expected = build_bad_corpus(tmp_path / "bad")
+    expected["tiny.png"] = "reject:upscale"  # decodes, but the generator refuses a 14x upscale (max_upscale)
     res = run(GenerateConfig(inputs=[str(tmp_path / "bad")], output=str(tmp_path / "ds"), **SMALL))
     m = res.manifest
     rejects = [json.loads(x) for x in (tmp_path / "ds" / "rejects.jsonl").read_text().splitlines()]
@@ -131,7 +132,7 @@ def test_bad_inputs_become_rejects(tmp_path: Path) -> None:
         else:
             assert all(r["task"] is not None for r in got), (name, got)
     rows = list(iter_rows(str(tmp_path / "ds")))
-    assert {r["source_id"] for r in rows} >= {"good.jpg", "cmyk.jpg", "exif_rotated.jpg", "tiny.png", "gray16.png"}
+    assert {r["source_id"] for r in rows} >= {"good.jpg", "cmyk.jpg", "exif_rotated.jpg", "gray16.png"}
     assert sum(1 for r in rows if r["source_id"] == "diode_good.png" and r["task"] == "position") <= 1
     assert m["rejects"]["sources_rejected"] == sum(o.startswith("reject:") for o in expected.values())
 

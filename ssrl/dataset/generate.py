@@ -28,8 +28,9 @@ from ssrl.config import build_config, to_dict
 from ssrl.dataset.report import ManifestBuilder
 from ssrl.dataset.shards import SHARD_RECORD, ShardWriter, shard_name
 from ssrl.errors import ConfigError, RejectError, SSRLError, StoreError, StoreUnavailableError
+from ssrl.sources.camera import read_intrinsics
 from ssrl.sources.depth import DepthFormat, read_depth
-from ssrl.sources.discover import DEFAULT_RULES, Source, discover, parse_rules
+from ssrl.sources.discover import DEFAULT_CAMERAS, DEFAULT_RULES, Source, discover, parse_rules
 from ssrl.sources.imageio import ENCODE_FORMATS, PixelBudget, decode_fitted, encode_image, fit_budget, resize_depth
 from ssrl.store import Store, open_store, read_url
 from ssrl.tasks import DEFAULT_TASKS, available_tasks, get_task
@@ -69,6 +70,11 @@ class GenerateConfig:
     depth_png_scale: float = 0.001
     min_depth_valid: float = 0.01
     max_decode_pixels: int = 100_000_000
+    max_upscale: float = 2.0
+    """Sources needing more than this linear upscale to reach min_pixels are rejected (depth maps match their
+    image's size, so they are never upscaled more)."""
+    camera_files: list[str] = field(default_factory=lambda: list(DEFAULT_CAMERAS))
+    """Intrinsics file of an image ({stem}, {name}, {ext}; relative to its folder), first found wins."""
     strict: bool = False
     """Stop at the first bad input instead of recording it in rejects.jsonl."""
     shard_index: int | None = None
@@ -98,6 +104,8 @@ class GenerateConfig:
         for name in ("samples_per_task", "shard_size", "workers", "size_factor", "min_pixels"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.max_upscale >= 1:
+            problems.append(f"max_upscale must be >= 1, got {self.max_upscale}")
         if self.max_pixels < self.min_pixels:
             problems.append(f"max_pixels ({self.max_pixels}) must be >= min_pixels ({self.min_pixels})")
         if not 1 <= self.image_quality <= 100:
@@ -196,6 +204,7 @@ def _load_scene(source: Source, ctx: _Context) -> tuple[Scene, str | None, dict[
     assert data is not None
     record: dict[str, Any] = {"id": source.id, "sha256": hashlib.sha256(data).hexdigest()}
     image, full_hw = decode_fitted(data, cfg.budget, max_decode_pixels=cfg.max_decode_pixels)
+    _check_upscale(full_hw, image.shape[:2], cfg.max_upscale)
     depth, depth_problem = None, None
     needs_depth = any(module.REQUIRES_DEPTH for module, _ in ctx.tasks.values())
     if needs_depth and source.depth is None:
@@ -207,9 +216,23 @@ def _load_scene(source: Source, ctx: _Context) -> tuple[Scene, str | None, dict[
             record["depth_sha256"] = hashlib.sha256(depth_data).hexdigest()
             raw = read_depth(depth_data, source.depth, mask_data, fmt=cfg.depth_format, image_hw=full_hw)
             depth = resize_depth(raw, image.shape[:2])
+            camera = _read(source.camera)
+            if camera is not None:
+                record["camera_sha256"] = hashlib.sha256(camera).hexdigest()
+                intrinsics = read_intrinsics(camera, full_hw, image.shape[:2])
+                return Scene(source.id, image, depth, cx=intrinsics.cx, fx=intrinsics.fx), None, record
         except RejectError as e:
             depth_problem = f"depth: {e}"
+            depth = None
     return Scene(source.id, image, depth), depth_problem, record
+
+
+def _check_upscale(src_hw: tuple[int, ...], out_hw: tuple[int, ...], max_upscale: float) -> None:
+    """Refuse to invent pixels: a 12x9 image blown up ~50x to the budget teaches nothing."""
+    factor = max(out_hw[0] / src_hw[0], out_hw[1] / src_hw[1])
+    if factor > max_upscale:
+        raise RejectError(f"image {src_hw[1]}x{src_hw[0]} too small: reaching min_pixels needs a {factor:.1f}x "
+                          f"upscale (max_upscale {max_upscale:g})")
 
 
 def _safe_name(source_id: str) -> str:
@@ -338,7 +361,7 @@ def run(cfg: GenerateConfig, progress: Callable[[int], None] | None = None,
     index, count = resolve_partition(cfg)
     if cfg.overwrite and count > 1:
         raise ConfigError("--overwrite cannot be combined with several shards; clear the output first")
-    sources = discover(cfg.inputs, parse_rules(cfg.pairing) + list(DEFAULT_RULES))
+    sources = discover(cfg.inputs, parse_rules(cfg.pairing) + list(DEFAULT_RULES), cameras=cfg.camera_files)
     store = open_store(cfg.output)
     ident = identity(cfg, sources)
     _check_identity(store, ident, cfg.overwrite)

@@ -118,6 +118,10 @@ DEFAULT_RULES: list[PairingRule] = [
 ]
 
 
+#: Intrinsics files tried for each image: ``ssrl synth``'s per-image file, then one for the whole folder.
+DEFAULT_CAMERAS: tuple[str, ...] = ("{stem}.camera.json", "camera.json")
+
+
 def parse_rules(items: list[dict[str, Any]]) -> list[PairingRule]:
     """Rules from a YAML config's list of ``{image, depth, mask}`` mappings; every problem reported at once.
 
@@ -162,6 +166,8 @@ class Source:
     image: str
     depth: str | None = None
     mask: str | None = None
+    camera: str | None = None
+    """Its intrinsics (``camera.json``), when one of ``discover``'s ``cameras`` templates names a file."""
 
 
 @dataclass(frozen=True)
@@ -247,8 +253,11 @@ def _expand_url(raw: str, index: int, exts: tuple[str, ...], problems: list[str]
 
 
 def discover(inputs: list[str], rules: Sequence[PairingRule] = DEFAULT_RULES, *,
-             extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[Source]:
+             extensions: Sequence[str] = IMAGE_EXTENSIONS, cameras: Sequence[str] = DEFAULT_CAMERAS) -> list[Source]:
     """Images under ``inputs`` (folders searched recursively, globs, list files, single images), paired.
+
+    ``cameras`` are templates (``{stem}``, ``{name}``, ``{ext}``, relative to the image's folder) of its
+    intrinsics file; the first that exists is the source's ``camera``.
 
     Files matched as the depth or mask of another found image are not images themselves. Hidden files and
     folders (name starting with ``.``) are skipped when walking folders. Missing inputs and inputs without
@@ -268,7 +277,8 @@ def discover(inputs: list[str], rules: Sequence[PairingRule] = DEFAULT_RULES, *,
     companions = {p for depth, mask in pairs.values() for p in (depth, mask) if p is not None}
     kept = [c for path, c in sorted(candidates.items()) if path not in companions]
     ids = _unique_ids(kept)
-    sources = [Source(id=ids[c.path], image=c.path, depth=pairs[c.path][0], mask=pairs[c.path][1]) for c in kept]
+    sources = [Source(id=ids[c.path], image=c.path, depth=pairs[c.path][0], mask=pairs[c.path][1],
+                      camera=_camera(c, cameras, listing)) for c in kept]
     return sorted(sources, key=lambda s: s.id)
 
 
@@ -284,6 +294,16 @@ def _pair(cand: _Candidate, rules: Sequence[PairingRule], listing: _Listing) -> 
         mask = _join_norm(folder, filled[1]) if filled[1] else None
         return depth, (mask if mask and mask != cand.path and listing.exists(mask) else None)
     return None, None
+
+
+def _camera(cand: _Candidate, templates: Sequence[str], listing: _Listing) -> str | None:
+    folder, name = _split(cand.path)
+    stem, ext = os.path.splitext(name)
+    for template in templates:
+        path = _join_norm(folder, template.format(stem=stem, name=name, ext=ext))
+        if listing.exists(path):
+            return path
+    return None
 
 
 def _unique_ids(cands: list[_Candidate]) -> dict[str, str]:

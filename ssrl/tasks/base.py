@@ -31,13 +31,15 @@ class Scene:
     """One decoded source: an RGB image and, for RGB-D sources, depth aligned with it.
 
     ``depth`` is float32 (H, W), larger = farther from the camera, NaN where invalid. ``cx`` is the principal
-    point's column in pixel units (pixel centres at x + 0.5); it defaults to the image centre.
+    point's column in pixel units (pixel centres at x + 0.5); it defaults to the image centre. ``fx`` is the
+    focal length in pixels at this image's size, when the source's intrinsics are known.
     """
 
     source_id: str
     image: np.ndarray
     depth: np.ndarray | None = None
     cx: float | None = None
+    fx: float | None = None
 
     def __post_init__(self) -> None:
         if self.image.dtype != np.uint8 or self.image.ndim != 3 or self.image.shape[2] != 3:

@@ -4,13 +4,18 @@ Differences from the published script, all deterministic given the seed:
 - candidate blocks on a strided grid with vectorised window min/max, and a vectorised pair search that
   draws uniformly among all valid pairs (no O(n^2) Python loop, no wall-clock cap);
 - thresholds are fractions of the image size instead of fixed pixels (30 px rows, 150 px columns);
-- the left/right relation uses the back-projected lateral coordinate X ∝ (x + 0.5 - cx) * Z (z-depth,
-  principal point cx) instead of the raw column difference, so the answer agrees exactly with 3D geometry
-  whenever the depth is z-depth; for equal depths it is the column difference.
+- which words are asked and their signs both come from the same 3-D offset (dX, dZ) of the two centres:
+  Z is the depth (z-depth), X = (x + 0.5 - cx) * Z / fx is back-projected with the source's intrinsics
+  (``camera.json``) or, without them, a ``hfov_deg`` field of view and the principal point at the centre;
+- no question is ambiguous: a one-word answer is asked only when the other axis' offset is at most
+  ``single_ratio`` of the named one, a diagonal only when each part is at least ``diagonal_share`` of the
+  larger; pairs failing both are never drawn (the published script names the lateral side of near pairs
+  whatever their depth gap, and a diagonal whose lateral part is a few percent of the depth part).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,8 +62,12 @@ class Config:
     far_gap: float = 0.25
     min_distance: float = 0.125
     """Min pixel distance between markers as a fraction of min(H, W) (the paper's min(H, W) // 8)."""
-    lateral_threshold: float = 0.125
-    """Far pairs closer than this fraction of W in columns are asked front/back only (paper: 150 px)."""
+    single_ratio: float = 0.5
+    """A one-word answer only when the other axis' 3-D offset is at most this fraction of the named one."""
+    diagonal_share: float = 0.2
+    """A diagonal answer only when each part's 3-D offset is at least this share of the larger one."""
+    hfov_deg: float = 60.0
+    """Horizontal field of view assumed when the source has no intrinsics (principal point at the centre)."""
     facing_weights: tuple[float, float, float, float] = (0.3, 0.3, 0.3, 0.1)
     """Weights of facing left, right, the viewer, away."""
 
@@ -72,25 +81,53 @@ class Config:
             problems.append(f"position.pair_kinds must be a non-empty subset of ('near', 'far'), got {self.pair_kinds}")
         if len(self.facing_weights) != 4 or min(self.facing_weights) < 0 or sum(self.facing_weights) <= 0:
             problems.append(f"position.facing_weights needs 4 non-negative weights, got {self.facing_weights}")
+        if not 0 < self.single_ratio < 1:
+            problems.append(f"position.single_ratio must be in (0, 1), got {self.single_ratio}")
+        if not 0 < self.diagonal_share <= 1:
+            problems.append(f"position.diagonal_share must be in (0, 1], got {self.diagonal_share}")
+        if not 1 <= self.hfov_deg <= 170:
+            problems.append(f"position.hfov_deg must be in [1, 170], got {self.hfov_deg}")
         if problems:
             raise ConfigError(problems)
 
 
-def _normalise(depth: np.ndarray) -> np.ndarray:
-    valid = np.isfinite(depth)
-    if not valid.any():
+def focal_x(scene: Scene, cfg: Config) -> float:
+    """The source's focal length in pixels, else the one ``hfov_deg`` gives at this width."""
+    if scene.fx is not None:
+        return float(scene.fx)
+    return scene.image.shape[1] / 2 / math.tan(math.radians(cfg.hfov_deg) / 2)
+
+
+def forms(dx: np.ndarray, dz: np.ndarray, cfg: Config) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which answers a 3-D offset supports unambiguously: (lateral word only, depth word only, diagonal).
+
+    >>> [bool(f[0]) for f in forms(np.array([2.0]), np.array([0.5]), Config())]
+    [True, False, True]
+    >>> [bool(f[0]) for f in forms(np.array([0.1]), np.array([-3.0]), Config())]
+    [False, True, False]
+    """
+    ax, az = np.abs(dx), np.abs(dz)
+    only_x = (ax > 0) & (az <= cfg.single_ratio * ax)
+    only_z = (az > 0) & (ax <= cfg.single_ratio * az)
+    diagonal = (np.minimum(ax, az) >= cfg.diagonal_share * np.maximum(ax, az)) & (np.minimum(ax, az) > 0)
+    return only_x, only_z, diagonal
+
+
+def _depth_range(depth: np.ndarray) -> tuple[float, float]:
+    """(min, max) of valid depth: thresholds are fractions of this range (the paper normalises to [0, 1])."""
+    lo, hi = float(np.fmin.reduce(depth, axis=None)), float(np.fmax.reduce(depth, axis=None))  # NaN skipped
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         raise reject("position: no valid depth")
-    lo, hi = float(depth[valid].min()), float(depth[valid].max())
-    if hi <= lo:
-        return np.where(valid, 1.0, np.nan).astype(np.float32)
-    return ((depth - lo) / (hi - lo)).astype(np.float32)
+    return lo, hi
 
 
-def _candidates(dn: np.ndarray, cfg: Config, rng: np.random.Generator) -> np.ndarray:
-    """Rows of (y, x, block min, block max): up to ``max_candidates`` flat blocks drawn uniformly from the
-    central strided grid. Grid points are checked in a random order, a chunk at a time, until enough are
-    found, so the cost does not grow with the image."""
-    h, w = dn.shape
+def _candidates(depth: np.ndarray, cfg: Config, rng: np.random.Generator) -> np.ndarray:
+    """Rows of (y, x, block min, block max) in normalised depth: up to ``max_candidates`` flat blocks drawn
+    uniformly from the central strided grid. Grid points are checked in a random order, a chunk at a time,
+    until enough are found, so the cost does not grow with the image (nor is the whole map normalised)."""
+    h, w = depth.shape
+    d_lo, d_hi = _depth_range(depth)
+    scale = 1.0 / (d_hi - d_lo) if d_hi > d_lo else 0.0  # constant depth: every block is flat at 0
     half = cfg.window // 2
     step = cfg.stride or max(2, min(h, w) // 96)
     ys = np.arange(half, h - half, step)
@@ -99,33 +136,73 @@ def _candidates(dn: np.ndarray, cfg: Config, rng: np.random.Generator) -> np.nda
     xs = xs[np.abs(xs + 0.5 - w / 2) <= cfg.central * w]
     order = rng.permutation(ys.size * xs.size)
     found: list[np.ndarray] = []
-    count = 0
-    for start in range(0, order.size, 4096):
-        gy, gx = np.divmod(order[start : start + 4096], xs.size)
-        lo, hi = window_minmax_at(dn, ys[gy], xs[gx], cfg.window)
-        ok = (hi - lo) <= cfg.flat_range
-        found.append(np.stack([ys[gy][ok], xs[gx][ok], lo[ok], hi[ok]], axis=1).astype(np.float64))
-        count += int(ok.sum())
-        if count >= cfg.max_candidates:
-            break
+    count, start, chunk = 0, 0, 2 * cfg.max_candidates  # most grid points are flat: check few first
+    probe = np.array([-half, 0, half])
+    while start < order.size and count < cfg.max_candidates:
+        gy, gx = np.divmod(order[start : start + chunk], xs.size)
+        py, px = ys[gy], xs[gx]
+        # 3 x 3 pixels of each block first: one NaN or too wide a range there rules the block out cheaply
+        coarse = depth[py[:, None, None] + probe[None, :, None], px[:, None, None] + probe[None, None, :]]
+        maybe = np.flatnonzero(np.ptp(coarse, axis=(1, 2)) * scale <= cfg.flat_range)  # NaN compares False
+        lo, hi = window_minmax_at(depth, py[maybe], px[maybe], cfg.window)
+        lo, hi = (lo.astype(np.float64) - d_lo) * scale, (hi.astype(np.float64) - d_lo) * scale
+        flat = (hi - lo) <= cfg.flat_range
+        ok = maybe[flat]
+        found.append(np.stack([py[ok], px[ok], lo[flat], hi[flat]], axis=1).astype(np.float64))
+        count += ok.size
+        start, chunk = start + chunk, 4096
     cand = np.concatenate(found)[: cfg.max_candidates] if found else np.zeros((0, 4))
     return cand[np.lexsort((cand[:, 1], cand[:, 0]))]
 
 
-def _pairs(cand: np.ndarray, kind: str, cfg: Config, h: int, w: int) -> np.ndarray:
-    """Index pairs (i < j) satisfying the paper's near- or far-pair conditions."""
+def _pair_ok(cand: np.ndarray, lateral: np.ndarray, depth: np.ndarray, i: np.ndarray, j: np.ndarray,
+             kind: str, cfg: Config, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """For candidate pairs (i, j): (usable, asked as a diagonal). Usable = the paper's near- or far-pair
+    conditions plus an unambiguous question on the 3-D offset (``lateral``/``depth`` are each candidate's X, Z).
+
+    Near pairs (side by side) are asked the lateral word only; far pairs the diagonal when both parts
+    count, else the depth word only.
+    """
     y, x, lo, hi = (cand[:, k] for k in range(4))
-    dy = np.abs(y[:, None] - y[None, :])
-    dx = np.abs(x[:, None] - x[None, :])
+    dy, dx = np.abs(y[i] - y[j]), np.abs(x[i] - x[j])
     min_dist = cfg.min_distance * min(h, w)
+    only_x, only_z, diagonal = forms(lateral[j] - lateral[i], depth[j] - depth[i], cfg)
     if kind == "near":
-        ok = ((np.abs(hi[:, None] - lo[None, :]) <= cfg.near_depth_gap)
-              & (np.abs(hi[None, :] - lo[:, None]) <= cfg.near_depth_gap)
-              & (dy < cfg.near_max_dy * h) & (dx >= min_dist))
-    else:
-        gap = np.maximum(lo[:, None], lo[None, :]) - np.minimum(hi[:, None], hi[None, :])
-        ok = (gap >= cfg.far_gap) & (dy**2 + dx**2 >= min_dist**2)
-    return np.argwhere(np.triu(ok, k=1))
+        ok = ((np.abs(hi[i] - lo[j]) <= cfg.near_depth_gap) & (np.abs(hi[j] - lo[i]) <= cfg.near_depth_gap)
+              & (dy < cfg.near_max_dy * h) & (dx >= min_dist) & only_x)
+        return ok, np.zeros_like(ok)
+    gap = np.maximum(lo[i], lo[j]) - np.minimum(hi[i], hi[j])
+    return (gap >= cfg.far_gap) & (dy**2 + dx**2 >= min_dist**2) & (diagonal | only_z), diagonal
+
+
+#: Random pairs tried before enumerating all of them: usually enough, so a sample costs O(draws), not O(n^2).
+_DRAWS = 4096
+
+
+def _draw_pair(cand: np.ndarray, lateral: np.ndarray, depth: np.ndarray, kind: str, cfg: Config, h: int, w: int,
+               rng: np.random.Generator) -> tuple[int, int, bool] | None:
+    """A pair drawn uniformly among all usable pairs (i < j), or None when there is none.
+
+    The first usable pair in a stream of uniform random pairs is uniform among usable pairs; when a batch
+    holds none, every pair is enumerated and one drawn from those, which is uniform too.
+    """
+    n = len(cand)
+    if n < 2:
+        return None
+    a, b = rng.integers(n, size=(2, _DRAWS))
+    keep = a != b
+    i, j = np.minimum(a, b)[keep], np.maximum(a, b)[keep]
+    ok, diagonal = _pair_ok(cand, lateral, depth, i, j, kind, cfg, h, w)
+    hit = np.flatnonzero(ok)
+    if hit.size == 0:
+        i, j = np.triu_indices(n, k=1)
+        ok, diagonal = _pair_ok(cand, lateral, depth, i, j, kind, cfg, h, w)
+        hit = np.flatnonzero(ok)
+        if hit.size == 0:
+            return None
+        hit = hit[rng.integers(hit.size):]
+    k = hit[0]
+    return int(i[k]), int(j[k]), bool(diagonal[k])
 
 
 def relation(facing: str, dx: float, dz: float, use_x: bool, use_z: bool) -> str:
@@ -154,30 +231,34 @@ def generate(scene: Scene, rng: np.random.Generator, cfg: Config = Config()) -> 
         raise reject("position: the source has no depth map")
     depth = scene.depth
     h, w = depth.shape
-    cand = _candidates(_normalise(depth), cfg, rng)
+    cand = _candidates(depth, cfg, rng)
+    if len(cand) < 2:
+        raise reject(f"position: fewer than two flat regions ({len(cand)} flat candidate blocks)")
+    cx, fx = scene.principal_x, focal_x(scene, cfg)
+    iy, ix = cand[:, 0].astype(np.intp), cand[:, 1].astype(np.intp)
+    z = depth[iy, ix].astype(np.float64)
+    lateral = (ix + 0.5 - cx) * z / fx
     kinds = list(cfg.pair_kinds)
     if len(kinds) == 2 and rng.random() < 0.5:
         kinds.reverse()
     for kind in kinds:
-        pairs = _pairs(cand, kind, cfg, h, w)
-        if len(pairs):
+        drawn = _draw_pair(cand, lateral, z, kind, cfg, h, w, rng)
+        if drawn is not None:
             break
     else:
-        raise reject(f"position: no {' or '.join(cfg.pair_kinds)} pair of flat regions "
+        raise reject(f"position: no unambiguous {' or '.join(cfg.pair_kinds)} pair of flat regions "
                      f"({len(cand)} flat candidate blocks)")
-    i, j = pairs[rng.integers(len(pairs))]
+    i, j, diagonal = drawn
     centres = [(int(cand[i, 0]), int(cand[i, 1])), (int(cand[j, 0]), int(cand[j, 1]))]
     labels = [int(v) for v in rng.permutation([1, 2])]  # centre k is marked labels[k]
     camera = int(rng.integers(2))
     facing = list(FACINGS)[int(rng.choice(4, p=np.asarray(cfg.facing_weights) / sum(cfg.facing_weights)))]
-    col_gap = abs(centres[0][1] - centres[1][1])
-    use_x, use_z = (True, False) if kind == "near" else (col_gap > cfg.lateral_threshold * w, True)
+    use_x, use_z = (True, False) if kind == "near" else (diagonal, True)
     strings = DIAGONAL if use_x and use_z else SINGLE
     options = [strings[k] for k in rng.permutation(4)]
-    cx = scene.principal_x
     meta = {
         "kind": kind, "centres": [list(c) for c in centres], "labels": labels,
-        "depths": [float(depth[c]) for c in centres], "cx": cx, "camera": camera, "facing": facing,
+        "depths": [float(depth[c]) for c in centres], "cx": cx, "fx": fx, "camera": camera, "facing": facing,
         "use_x": bool(use_x), "use_z": bool(use_z), "options": options,
     }
     image = circle_markers(scene.image, centres, labels, radius=marker_radius(h, w))
@@ -193,11 +274,12 @@ def generate(scene: Scene, rng: np.random.Generator, cfg: Config = Config()) -> 
 
 
 def offsets(meta: dict[str, Any]) -> tuple[float, float]:
-    """(dX, dZ) of target minus camera; dX is the lateral coordinate times the focal length."""
+    """(dX, dZ) of target minus camera in the depth's units (datasets made before ``fx`` was recorded give dX
+    times the focal length: the same sign)."""
     (_yc, xc), (_yt, xt) = meta["centres"][meta["camera"]], meta["centres"][1 - meta["camera"]]
     zc, zt = meta["depths"][meta["camera"]], meta["depths"][1 - meta["camera"]]
-    cx = meta["cx"]
-    return (xt + 0.5 - cx) * zt - (xc + 0.5 - cx) * zc, zt - zc
+    cx, fx = meta["cx"], meta.get("fx", 1.0)
+    return ((xt + 0.5 - cx) * zt - (xc + 0.5 - cx) * zc) / fx, zt - zc
 
 
 def answer_from_meta(meta: dict[str, Any]) -> str:
