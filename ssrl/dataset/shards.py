@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import time
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
@@ -16,7 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ssrl.errors import SSRLError
-from ssrl.store import Store, open_store
+from ssrl.store import LocalStore, Store, open_store
+
+log = logging.getLogger(__name__)
 
 SHARD_FILE = "shard-{:05d}.parquet"
 SHARD_RECORD = "shard-{:05d}.json"
@@ -151,6 +155,47 @@ def read_manifest(url: str | Store) -> dict[str, Any]:
         raise SSRLError(f"{store.object_url('manifest.json')} does not exist: the dataset is incomplete or "
                         "not generated yet (run `ssrl generate` until every shard is committed)")
     return json.loads(store.read_bytes("manifest.json"))
+
+
+def poll_delays(first: float = 1.0, factor: float = 2.0, cap: float = 30.0) -> Iterator[float]:
+    """Exponential backoff between polls: quick when the writer is about to finish, a few requests a minute when not.
+
+    >>> import itertools; list(itertools.islice(poll_delays(), 8))
+    [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
+    """
+    delay = first
+    while True:
+        yield delay
+        delay = min(delay * factor, cap)
+
+
+def wait_for_manifest(url: str | Store, timeout: float, *, cap: float = 30.0) -> dict[str, Any]:
+    """The dataset's manifest, waiting up to ``timeout`` seconds for it to appear (polling with backoff).
+
+    The generator writes ``manifest.json`` last, when every shard is committed: a trainer or evaluator started
+    beside it (one Helm release, one kustomization) must not read a partial dataset. ``timeout`` 0 checks once.
+    """
+    store = open_store(url) if isinstance(url, str) else url
+    key = "manifest.json"
+    if isinstance(store, LocalStore) and not store.root.is_dir():  # a generator creates its folder first: a typo
+        raise SSRLError(f"dataset {store.root} does not exist")
+    start = time.monotonic()
+    delays = poll_delays(cap=cap)
+    polls = 0
+    while not store.exists(key):
+        waited = time.monotonic() - start
+        if waited >= timeout:
+            raise SSRLError(f"{store.object_url(key)} did not appear within {timeout:g} s (dataset_wait): the dataset "
+                            f"{store.url} is incomplete; is `ssrl generate -o {store.url}` still running, or did it "
+                            "fail? Raise dataset_wait to wait longer")
+        if not polls:
+            log.warning("waiting up to %g s for %s (the generator writes it when every shard is committed)",
+                        timeout, store.object_url(key))
+        polls += 1
+        time.sleep(min(next(delays), timeout - waited))
+    if polls:
+        log.warning("%s appeared after %.0f s", store.object_url(key), time.monotonic() - start)
+    return json.loads(store.read_bytes(key))
 
 
 def iter_rows(url: str | Store, limit: int | None = None, tasks: list[str] | None = None) -> Iterator[dict]:

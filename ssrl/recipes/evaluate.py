@@ -40,6 +40,8 @@ class EvalConfig:
     """Evaluate only the first N items of each benchmark (0: all)."""
     holdout: float = 0.0
     """For generated task datasets: only the sources ``ssrl train --set holdout=<same>`` left out."""
+    dataset_wait: float = 3600.0
+    """Seconds to wait for a generated task dataset's manifest.json (its generator still running); 0: don't wait."""
     batch_size: int = 8
     max_new_tokens: int = 1024
     min_pixels: int = 262_144
@@ -60,6 +62,8 @@ class EvalConfig:
             problems.append("batch_size and max_new_tokens must be >= 1 and limit >= 0")
         if not 0 <= self.holdout < 1:
             problems.append(f"holdout must be in [0, 1), got {self.holdout}")
+        if self.dataset_wait < 0:
+            problems.append(f"dataset_wait must be >= 0 seconds, got {self.dataset_wait}")
         if self.bf16 not in ("auto", "true", "false", True, False):
             problems.append(f"bf16 must be auto, true or false, got {self.bf16!r}")
         if problems:
@@ -248,7 +252,8 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
 
     import torch
 
-    from ssrl.evals.items import benchmark_name, validate
+    from ssrl.dataset.shards import wait_for_manifest
+    from ssrl.evals.items import benchmark_name, layout, validate
     from ssrl.evals.report import prediction_path, write_predictions
     from ssrl.recipes.modeling import resolve_model
     from ssrl.recipes.train_grpo import flag
@@ -260,6 +265,9 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         pull_existing(cfg.output, staging)
+    for bench in cfg.benchmarks:  # a generated dataset is read only once its generator has committed every shard
+        if layout(bench) == "tasks":
+            wait_for_manifest(bench, cfg.dataset_wait)
     sizes = {bench: validate(bench, scratch, cfg.holdout) for bench in cfg.benchmarks}
     names = [benchmark_name(b) for b in cfg.benchmarks]
     if len(set(names)) != len(names):

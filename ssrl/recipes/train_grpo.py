@@ -41,6 +41,8 @@ class TrainConfig:
     """Folder (or store URL) of a Hugging Face checkpoint: Qwen2.5-VL / Qwen3-VL class."""
     dataset: str = "store/tasks/demo"
     """Generated tasks (folder or store URL)."""
+    dataset_wait: float = 3600.0
+    """Seconds to wait for the dataset's manifest.json (a generator started beside the trainer); 0: don't wait."""
     output: str = "store/checkpoints/demo"
     """Run folder in the store: step-<n>/ checkpoints, latest, metrics.jsonl."""
     work_dir: str = ""
@@ -120,6 +122,8 @@ class TrainConfig:
             problems.append(f"holdout must be in [0, 1), got {self.holdout}")
         if self.limit_images < 1:
             problems.append(f"limit_images must be >= 1, got {self.limit_images}")
+        if self.dataset_wait < 0:
+            problems.append(f"dataset_wait must be >= 0 seconds, got {self.dataset_wait}")
         if problems:
             raise ConfigError(problems)
 
@@ -213,6 +217,7 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
     import torch
     from trl import GRPOTrainer
 
+    from ssrl.dataset.shards import wait_for_manifest
     from ssrl.recipes.callbacks import JobProgressCallback, MetricsCallback, StoreCheckpointCallback, TaskAccuracy
     from ssrl.recipes.data import load_task_dataset
     from ssrl.recipes.modeling import lora_config, resolve_model, vision_token_ids
@@ -225,6 +230,7 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
         ensure_distributed_env()
     scratch = work_dir(cfg)
     scratch.mkdir(parents=True, exist_ok=True)
+    wait_for_manifest(cfg.dataset, cfg.dataset_wait)  # before anything loads: a complete dataset, or a clear error
     model_path = resolve_model(cfg.model, scratch)
     model, processor = load_model_and_processor(cfg, model_path, gpu)
     dataset = load_task_dataset(cfg.dataset, scratch, tasks=cfg.tasks or None, limit_images=cfg.limit_images,
