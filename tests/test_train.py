@@ -234,3 +234,20 @@ def test_every_precision_path_moves_the_weights(assets: dict[str, Path], tmp_pat
     result = main(cfg)
     assert result["precision"] == {"weights": "float32", "autocast": autocast}
     assert changed_fraction(assets["model"] / "model.safetensors", tmp_path / "run/step-3/model.safetensors") > 0.5
+
+
+def test_paper_config_two_updates_per_rollout(tmp_path: Path) -> None:
+    """The paper (EasyR1): 256-prompt rollouts, 128-prompt updates, so 2 optimiser updates per rollout; read from
+    the GRPOConfig TRL builds out of examples/train-paper.yaml (before: 1 update per 256-prompt step)."""
+    from ssrl.config import load_config
+    from ssrl.recipes.train_grpo import TrainConfig, build_grpo_args, rollout_layout
+
+    paper = Path(__file__).parents[1] / "examples" / "train-paper.yaml"
+    cfg = load_config(TrainConfig, paper, ["deepspeed=none"])  # ZeRO-3 would need 8 ranks to build the args
+    args = build_grpo_args(cfg, tmp_path, gpu=False)
+    assert (args.steps_per_generation, args.gradient_accumulation_steps, args.num_iterations) == (16, 8, 1)
+    assert rollout_layout(args, world_size=8) == {"prompts_per_rollout": 256, "prompts_per_update": 128,
+                                                  "updates_per_rollout": 2}
+    assert (args.learning_rate, args.beta, args.num_generations, args.temperature) == (1e-6, 0.01, 5, 1.0)
+    with pytest.raises(Exception, match="whole updates per rollout"):
+        TrainConfig(gradient_accumulation_steps=8, steps_per_generation=12)

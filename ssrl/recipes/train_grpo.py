@@ -64,6 +64,12 @@ class TrainConfig:
     per_device_train_batch_size: int = 5
     """Completions per device per micro-step (a multiple of num_generations keeps groups on one rank)."""
     gradient_accumulation_steps: int = 1
+    """Micro-steps per optimiser update: one update sees per_device_train_batch_size x ranks x this completions."""
+    steps_per_generation: int = 0
+    """Micro-steps one rollout feeds (0: gradient_accumulation_steps, i.e. one update per rollout). The paper's
+    256-prompt rollout with 128-prompt updates is twice gradient_accumulation_steps: 2 updates per rollout."""
+    num_iterations: int = 1
+    """Passes over each rollout (GRPO's mu); the paper: 1."""
     num_generations: int = 5
     temperature: float = 1.0
     top_p: float = 1.0
@@ -120,6 +126,10 @@ class TrainConfig:
             problems.append("lora_r with deepspeed=zero3 is not supported here; use zero2 for LoRA")
         if not 0 <= self.holdout < 1:
             problems.append(f"holdout must be in [0, 1), got {self.holdout}")
+        if self.steps_per_generation and self.steps_per_generation % self.gradient_accumulation_steps:
+            problems.append(f"steps_per_generation ({self.steps_per_generation}) must be a multiple of "
+                            f"gradient_accumulation_steps ({self.gradient_accumulation_steps}): whole updates per "
+                            "rollout")
         if self.limit_images < 1:
             problems.append(f"limit_images must be >= 1, got {self.limit_images}")
         if self.dataset_wait < 0:
@@ -157,7 +167,7 @@ def work_dir(cfg: TrainConfig) -> Path:
     return run_scratch(cfg.output, cfg.work_dir)
 
 
-def build_grpo_args(cfg: TrainConfig, out_dir: Path, gpu: bool, suppress: list[int] | None = None) -> Any:
+def build_grpo_args(cfg: TrainConfig, out_dir: Path, gpu: bool) -> Any:
     from trl import GRPOConfig
 
     fields = {f.name for f in dataclasses.fields(GRPOConfig)}
@@ -171,16 +181,49 @@ def build_grpo_args(cfg: TrainConfig, out_dir: Path, gpu: bool, suppress: list[i
         max_grad_norm=cfg.max_grad_norm, lr_scheduler_type="constant" if cfg.warmup_ratio == 0 else "cosine",
         per_device_train_batch_size=cfg.per_device_train_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps, num_generations=cfg.num_generations,
+        steps_per_generation=cfg.steps_per_generation or None, num_iterations=cfg.num_iterations,
         temperature=cfg.temperature, top_p=cfg.top_p, beta=cfg.beta, loss_type=cfg.loss_type,
         max_completion_length=cfg.max_completion_length, reward_weights=list(cfg.reward_weights),
-        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.keep_checkpoints,
+        # keep_checkpoints prunes the store and every node's scratch (StoreCheckpointCallback); the Trainer's own
+        # rotation would prune rank 0's node only, possibly a folder still uploading.
+        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=None,
         logging_steps=cfg.logging_steps, report_to=list(cfg.report_to),
         bf16=flag(cfg.bf16, gpu), use_cpu=not gpu,
         gradient_checkpointing=flag(cfg.gradient_checkpointing, gpu),
         deepspeed=deepspeed_config(cfg.deepspeed), use_vllm=use_vllm, remove_unused_columns=False,
-        disable_tqdm=False, **({"generation_kwargs": {"suppress_tokens": suppress}} if suppress else {}),
+        disable_tqdm=False,
+        # vLLM sizes its KV cache for this context instead of the model's full one (32k-128k for Qwen-VL).
+        **({} if "vllm_max_model_length" in cfg.extra else
+           {"vllm_max_model_length": cfg.max_prompt_length + cfg.max_completion_length}),
         **cfg.extra,
     )
+
+
+def suppression_kwargs(token_ids: list[int], use_vllm: bool) -> dict[str, Any]:
+    """``generation_kwargs`` that keep rollouts from sampling ``token_ids``, in the sampler's own terms.
+
+    transformers' ``generate`` takes ``suppress_tokens``; vLLM's ``SamplingParams`` (colocate) and its server's
+    request (server mode) have no such field and would reject or silently ignore it, so there the tokens get
+    vLLM's strongest ``logit_bias``, -100 (its clamp): their odds shrink by e^-100 (about 4e-44).
+
+    >>> suppression_kwargs([151655, 151652], use_vllm=True)
+    {'logit_bias': {151655: -100.0, 151652: -100.0}}
+    """
+    if not token_ids:
+        return {}
+    if use_vllm:
+        return {"logit_bias": {int(t): -100.0 for t in token_ids}}
+    return {"suppress_tokens": [int(t) for t in token_ids]}
+
+
+def rollout_layout(args: Any, world_size: int) -> dict[str, float]:
+    """Prompts per rollout and per optimiser update, and updates per rollout, from TRL's GRPOConfig semantics:
+    a rollout fills ``steps_per_generation`` micro-steps, an update takes ``gradient_accumulation_steps`` of them,
+    and the rollout is replayed ``num_iterations`` times. The paper (EasyR1): 256 prompts, 128 per update, 2."""
+    micro = args.per_device_train_batch_size * world_size
+    return {"prompts_per_rollout": micro * args.steps_per_generation / args.num_generations,
+            "prompts_per_update": micro * args.gradient_accumulation_steps / args.num_generations,
+            "updates_per_rollout": args.steps_per_generation * args.num_iterations / args.gradient_accumulation_steps}
 
 
 def _has(module: str) -> bool:
@@ -220,6 +263,7 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
     from ssrl.dataset.shards import wait_for_manifest
     from ssrl.recipes.callbacks import JobProgressCallback, MetricsCallback, StoreCheckpointCallback, TaskAccuracy
     from ssrl.recipes.data import load_task_dataset
+    from ssrl.recipes.dist import node_ranks, once_per_node
     from ssrl.recipes.modeling import lora_config, resolve_model, vision_token_ids
     from ssrl.recipes.rewards import AccuracyReward, get_reward
     from ssrl.store import open_store
@@ -231,22 +275,26 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
     scratch = work_dir(cfg)
     scratch.mkdir(parents=True, exist_ok=True)
     wait_for_manifest(cfg.dataset, cfg.dataset_wait)  # before anything loads: a complete dataset, or a clear error
+    # The process group and DeepSpeed's config exist before anything loads: downloads run once per node, and under
+    # ZeRO-3 from_pretrained partitions the weights as they load instead of holding a full copy on every rank.
+    args = build_grpo_args(cfg, scratch / "trainer", gpu)
     model_path = resolve_model(cfg.model, scratch)
     model, processor = load_model_and_processor(cfg, model_path, gpu)
+    if suppress := vision_token_ids(model.config):
+        args.generation_kwargs = {**(args.generation_kwargs or {}), **suppression_kwargs(suppress, args.use_vllm)}
     dataset = load_task_dataset(cfg.dataset, scratch, tasks=cfg.tasks or None, limit_images=cfg.limit_images,
                                 max_samples=cfg.max_samples or None, seed=cfg.seed, holdout=cfg.holdout)
     accuracy = TaskAccuracy()
     rewards = [AccuracyReward(on_score=accuracy.add) if name == "accuracy" else get_reward(name)
                for name in cfg.rewards]
-    args = build_grpo_args(cfg, scratch / "trainer", gpu, suppress=vision_token_ids(model.config))
     peft_config = lora_config(cfg.lora_r)
     run = open_store(cfg.output)
     resume_from = None
     if cfg.resume != "none":
         step = latest_step(run) if cfg.resume == "auto" else int(cfg.resume)
-        if step is not None:
+        if step is not None:  # each node pulls what its ranks resume from (their optimizer shards, not all)
             resume_from = scratch / "trainer" / f"checkpoint-{step}"
-            pull_checkpoint(run, resume_from, step)
+            once_per_node(lambda: pull_checkpoint(run, resume_from, step, ranks=node_ranks()))
     trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=dataset,
                           processing_class=processor, peft_config=peft_config)
     trainer.callback_handler.callbacks.insert(0, MetricsCallback(scratch / "trainer" / "metrics.jsonl", accuracy))
