@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, features
+from PIL import Image, JpegImagePlugin, features
 
 from ssrl.errors import RejectError
 from ssrl.sources.depth import read_depth
@@ -306,6 +306,16 @@ def test_encode_is_deterministic_and_decodable(fmt: str) -> None:
         np.testing.assert_array_equal(back, img)
     with Image.open(io.BytesIO(a)) as im:
         assert "exif" not in im.info
+
+
+def test_jpeg_is_baseline_444_and_equals_pillows_encoding() -> None:
+    """OpenCV encodes exactly what Pillow would with the same settings: full-resolution chroma, quality 95."""
+    img = gradient((120, 170))
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "JPEG", quality=95, subsampling=0, optimize=False, progressive=False)
+    assert encode_image(img) == buf.getvalue()
+    with Image.open(io.BytesIO(encode_image(img, quality=80))) as im:
+        assert im.format == "JPEG" and JpegImagePlugin.get_sampling(im) == 0  # 4:4:4
 
 
 def test_encode_rejects_unknown_format_and_bad_arrays() -> None:

@@ -67,8 +67,8 @@ def generate(scene: Scene, rng: np.random.Generator, cfg: Config = Config()) -> 
         raise reject("depth_order: the source has no depth map")
     h, w = scene.image.shape[:2]
     dn = normalise(scene.depth, cfg.percentiles)
-    yy, xx = np.ogrid[0:h, 0:w]
     min_dist = max(cfg.min_separation * min(h, w), 2.2 * marker_radius(h, w))
+    reach = math.ceil(min_dist)  # pixels farther than this along either axis are far enough already
     far_enough = np.ones((h, w), dtype=bool)
     centres: list[tuple[int, int]] = []
     window_used: list[int] = []
@@ -80,7 +80,9 @@ def generate(scene: Scene, rng: np.random.Generator, cfg: Config = Config()) -> 
             raise reject(f"depth_order: no flat region in depth band [{lo}, {hi}]")
         centres.append(found[0])
         window_used.append(found[1])
-        far_enough &= (yy - yx[0]) ** 2 + (xx - yx[1]) ** 2 >= min_dist**2
+        y0, x0 = max(0, yx[0] - reach), max(0, yx[1] - reach)
+        yy, xx = np.ogrid[y0 : min(h, yx[0] + reach + 1), x0 : min(w, yx[1] + reach + 1)]
+        far_enough[y0 : y0 + yy.shape[0], x0 : x0 + xx.shape[1]] &= (yy - yx[0]) ** 2 + (xx - yx[1]) ** 2 >= min_dist**2
     n = len(centres)
     ranks = rng.permutation(n)  # marker label i+1 sits on band ranks[i]
     labels_by_band = [int(np.flatnonzero(ranks == b)[0]) + 1 for b in range(n)]
