@@ -2,7 +2,7 @@
 # GRPO trainer / evaluator image: the package with the Makefile's extras (.[s3,train,k8s], torch and torchvision
 # from PyPI, as `make test` installs them), DeepSpeed, optional vLLM.
 #   docker build -f docker/trainer.Dockerfile -t ssrl-trainer:0.1.0 .
-#   docker build -f docker/trainer.Dockerfile --build-arg VLLM_VERSION=0.12.0 -t ssrl-trainer:0.1.0-vllm .
+#   docker build -f docker/trainer.Dockerfile --build-arg VLLM_VERSION=0.31.0 -t ssrl-trainer:0.1.0-vllm .
 #
 # torch comes from PyPI exactly as in the test setup, so the image runs the torch the suite ran; PyPI's Linux
 # wheels bundle their CUDA runtime (13.0 for torch 2.13) as nvidia-* packages. The base is NVIDIA's CUDA *devel*

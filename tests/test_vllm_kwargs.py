@@ -1,0 +1,181 @@
+"""What the trainer hands vLLM, checked against the pinned vLLM release's own field names (issue 13 item 2).
+
+vLLM cannot be installed beside the suite's torch (each release pins its own), so its wheel is downloaded once
+(``pip download --no-deps``, cached in ~/.cache/ssrl/wheels) and ``SamplingParams`` and the server's
+``CompletionRequest`` are read from its source with ``ast``. Colocate mode: TRL builds ``SamplingParams(**kwargs)``
+from its own keys plus ``generation_kwargs``. Server mode: TRL's real ``VLLMClient.generate`` posts to a local
+HTTP server that records the requests, and every field it sends must be one vLLM knows (the server would reject
+or silently ignore the others). A download failure fails the test; it never skips.
+"""
+
+from __future__ import annotations
+
+import ast
+import http.server
+import json
+import re
+import subprocess
+import sys
+import threading
+import tomllib
+import zipfile
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+pytest.importorskip("trl")
+
+import trl
+
+from ssrl.recipes.train_grpo import TrainConfig, build_grpo_args, suppression_kwargs
+
+ROOT = Path(__file__).resolve().parents[1]
+WHEELS = Path("~/.cache/ssrl/wheels").expanduser()
+VISION = [151652, 151653, 151655, 151656]  # Qwen2.5-VL's vision start/end, image and video token ids
+
+
+def pinned_vllm() -> str:
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["vllm"]
+    (spec,) = extra
+    assert spec.startswith("vllm=="), f"pin one release: {spec}"
+    return spec.removeprefix("vllm==")
+
+
+def trl_vllm_range() -> tuple[str, str]:
+    """The range TRL's own import check accepts (trl/import_utils.py, read from the installed TRL)."""
+    source = (Path(trl.__file__).parent / "import_utils.py").read_text()
+    m = re.search(r'Version\("([\d.]+)"\) <= _vllm_base_version <= Version\("([\d.]+)"\)', source)
+    assert m, "TRL's supported vLLM range moved: read trl/import_utils.py and update this test"
+    return m.group(1), m.group(2)
+
+
+def version(v: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in v.split("."))
+
+
+@pytest.fixture(scope="module")
+def wheel() -> zipfile.ZipFile:
+    pin = pinned_vllm()
+    found = sorted(WHEELS.glob(f"vllm-{pin}-*.whl"))
+    if not found:
+        WHEELS.mkdir(parents=True, exist_ok=True)
+        r = subprocess.run([sys.executable, "-m", "pip", "download", f"vllm=={pin}", "--no-deps", "--only-binary",
+                            ":all:", "-d", str(WHEELS)], capture_output=True, text=True, timeout=1200)
+        found = sorted(WHEELS.glob(f"vllm-{pin}-*.whl"))
+        if r.returncode or not found:
+            pytest.fail(f"cannot download vllm=={pin} to read its SamplingParams:\n{r.stderr[-2000:]}")
+    with zipfile.ZipFile(found[0]) as z:
+        yield z
+
+
+def fields(wheel: zipfile.ZipFile, path: str, cls: str) -> set[str]:
+    """Public annotated fields of a class (msgspec Struct or pydantic model) in the wheel's source."""
+    tree = ast.parse(wheel.read(path).decode())
+    node = next((n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == cls), None)
+    assert node is not None, f"{cls} is not in {path} of {wheel.filename}"
+    names = {s.target.id for s in node.body if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)}
+    names = {n for n in names if not n.startswith("_")}
+    assert len(names) > 10, names
+    return names
+
+
+def colocate_keys() -> set[str]:
+    """The keys TRL's colocate branch puts in SamplingParams before adding generation_kwargs (its dict literal with
+    "n": 1, read from the installed TRL)."""
+    source = (Path(trl.__file__).parent / "generation" / "vllm_generation.py").read_text()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict) and any(
+                isinstance(t, ast.Name) and t.id == "generation_kwargs" for t in node.targets):
+            keys = {k.value for k in node.value.keys if isinstance(k, ast.Constant)}
+            if "n" in keys and "max_tokens" in keys:
+                return keys
+    raise AssertionError("TRL's colocate SamplingParams dict moved: read trl/generation/vllm_generation.py")
+
+
+def rollout_args(**overrides: Any) -> Any:
+    """GRPOConfig as ``ssrl train`` builds it with vLLM on, vision tokens suppressed as main() does."""
+    cfg = TrainConfig(use_vllm="true", bf16="false", max_prompt_length=3000, max_completion_length=1000, **overrides)
+    args = build_grpo_args(cfg, Path("/nonexistent"), gpu=False)
+    args.generation_kwargs = {**(args.generation_kwargs or {}), **suppression_kwargs(VISION, args.use_vllm)}
+    return args
+
+
+def test_pinned_vllm_is_in_trl_range_and_the_image_builds_it() -> None:
+    low, high = trl_vllm_range()
+    pin = pinned_vllm()
+    assert version(low) <= version(pin) <= version(high), f"vllm=={pin} is outside TRL's {low}-{high}"
+    dockerfile = (ROOT / "docker" / "trainer.Dockerfile").read_text()
+    assert re.findall(r"VLLM_VERSION=(\d[\d.]*)", dockerfile) == [pin], "the Dockerfile's vLLM build names the pin"
+
+
+def test_vllm_context_is_prompt_plus_completion() -> None:
+    assert rollout_args().vllm_max_model_length == 4000
+    assert rollout_args(extra={"vllm_max_model_length": 8192}).vllm_max_model_length == 8192
+
+
+def test_colocate_sampling_params_accept_every_key(wheel: zipfile.ZipFile) -> None:
+    known = fields(wheel, "vllm/sampling_params.py", "SamplingParams")
+    args = rollout_args()
+    assert "suppress_tokens" not in known  # what the trainer used to send
+    sent = colocate_keys() | set(args.generation_kwargs)
+    assert sent <= known, f"SamplingParams has no {sorted(sent - known)}"
+    assert args.generation_kwargs["logit_bias"] == {t: -100.0 for t in VISION}
+    # without vLLM, transformers' generate keeps its own field
+    assert suppression_kwargs(VISION, use_vllm=False) == {"suppress_tokens": VISION}
+
+
+class Recorder(http.server.BaseHTTPRequestHandler):
+    requests: ClassVar[list[tuple[str, dict]]] = []
+
+    def do_GET(self) -> None:  # /v1/models
+        self._answer({"data": [{"id": "tiny"}]})
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        Recorder.requests.append((self.path, body))
+        n = body.get("n", body.get("sampling_params", {}).get("n", 1))
+        self._answer({"choices": [{"token_ids": [7], "prompt_token_ids": [1, 2, 3], "logprobs": None}] * n})
+
+    def _answer(self, obj: dict) -> None:
+        data = json.dumps(obj).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_server_requests_carry_only_fields_vllm_knows(wheel: zipfile.ZipFile) -> None:
+    """TRL's real client, as its server-mode rollout calls it: with images (token ids + features, the
+    /inference/v1/generate endpoint whose sampling_params is a SamplingParams) and without (/v1/completions)."""
+    import requests
+    from trl.generation.vllm_client import VLLMClient
+
+    sampling = fields(wheel, "vllm/sampling_params.py", "SamplingParams")
+    completion = fields(wheel, "vllm/entrypoints/openai/completion/protocol.py", "CompletionRequest")
+    args = rollout_args()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        # __init__ refuses without vllm installed; the request path under test is generate(), not the constructor
+        client = VLLMClient.__new__(VLLMClient)
+        client.session, client.base_url = requests.Session(), f"http://127.0.0.1:{server.server_address[1]}"
+        client.model = client._get(f"{client.base_url}/v1/models")["data"][0]["id"]
+        call = {"n": args.num_generations, "repetition_penalty": args.repetition_penalty,
+                "temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k,
+                "min_p": args.min_p or 0.0, "max_tokens": args.max_completion_length, "logprobs": 0,
+                "structured_outputs_regex": None, "generation_kwargs": args.generation_kwargs}
+        client.generate(prompts=[[1, 2, 3]], features=[{"mm": "features"}], **call)
+        client.generate(prompts=[[1, 2, 3]], **call)
+    finally:
+        server.shutdown()
+    (gen_path, gen), (comp_path, comp) = Recorder.requests[-2:]
+    assert gen_path == "/inference/v1/generate" and comp_path == "/v1/completions"
+    assert set(gen["sampling_params"]) <= sampling, f"SamplingParams has no {set(gen['sampling_params']) - sampling}"
+    assert set(comp) <= completion, f"CompletionRequest has no {sorted(set(comp) - completion)}"
+    for body in (gen["sampling_params"], comp):  # JSON keys: vLLM converts them back to token ids
+        assert body["logit_bias"] == {str(t): -100.0 for t in VISION}
