@@ -12,6 +12,7 @@ import typer
 
 from ssrl import __version__
 from ssrl.cli import common, data_cmds, eval_cmd, generate_cmd, jobs_cmd, store_cmds, submit_cmd, train_cmd
+from ssrl.cli.coldstart_cmd import coldstart
 
 app = typer.Typer(
     name="ssrl",
@@ -43,6 +44,7 @@ app.command("verify")(data_cmds.verify)
 app.command("tasks")(data_cmds.tasks)
 app.command("train")(train_cmd.train)
 app.command("sft")(train_cmd.sft)
+app.command("coldstart")(coldstart)
 app.command("tiny-model")(train_cmd.tiny_model)
 app.add_typer(store_cmds.store_app, name="store")
 app.add_typer(store_cmds.ckpt_app, name="ckpt")

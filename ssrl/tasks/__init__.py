@@ -11,6 +11,8 @@ A task module exposes:
 - ``verify(response, sample) -> float | None``: the reward the trainer calls (1.0 right, 0.0 wrong)
 - ``answer_from_meta(meta) -> str``: re-derives the answer from the recorded parameters
 - ``answer_space_size(meta) -> int``: how many answers are possible (the dataset report tests uniformity)
+- optional ``rationale(meta) -> str``: a deterministic reasoning trace that ends by naming the answer, for the
+  SFT cold start (``ssrl coldstart``; a task without one is skipped there)
 
 >>> available_tasks()[:3]
 ['crop', 'depth_order', 'flip']

@@ -113,3 +113,21 @@ def answer_from_meta(meta: dict[str, Any]) -> str:
 
 def answer_space_size(meta: dict[str, Any]) -> int:
     return len(meta["options"])
+
+
+#: Why each kind of candidate does or does not fill the black square, for ``rationale``.
+_WHY = {
+    "crop": "continues every edge around the black square at the right scale and orientation",
+    "left_rotate": "shows the right content turned 90 degrees counter-clockwise, so its edges do not line up",
+    "right_rotate": "shows the right content turned 90 degrees clockwise, so its edges do not line up",
+    "interior": "is a zoomed-in view of the middle of the region, at too large a scale",
+    "large1": "is a zoomed-out view that also shows the surroundings, at too small a scale",
+    "large2": "is a zoomed-out view that also shows the surroundings, at too small a scale",
+}
+
+
+def rationale(meta: dict[str, Any]) -> str:
+    """A reasoning trace for the SFT cold start (``ssrl coldstart``): what each candidate is."""
+    parts = [f"{LETTERS[i]} {_WHY[name]}" for i, name in enumerate(meta["options"])]
+    return "I compare each candidate with the border of the black region. " + "; ".join(parts) + (
+        f". Only {answer_from_meta(meta)} fits exactly.")

@@ -106,3 +106,12 @@ def answer_from_meta(meta: dict[str, Any]) -> str:
 
 def answer_space_size(meta: dict[str, Any]) -> int:
     return math.factorial(len(meta["markers"]))
+
+
+def rationale(meta: dict[str, Any]) -> str:
+    """A reasoning trace for the SFT cold start (``ssrl coldstart``): the markers from near to far."""
+    order = [m["label"] for m in sorted(meta["markers"], key=lambda m: m["depth"])]
+    middle = "".join(f", then region {label}" for label in order[1:-1])
+    return ("Judging by perspective, relative size, occlusion, texture density and height in the image, region"
+            f" {order[0]} is the closest{middle}, and region {order[-1]} is the farthest."
+            f" From closest to farthest the answer is {answer_from_meta(meta)}.")

@@ -94,3 +94,11 @@ def answer_from_meta(meta: dict[str, Any]) -> str:
 
 def answer_space_size(meta: dict[str, Any]) -> int:
     return meta["rows"] * meta["cols"] * (len(DIRECTIONS) if meta["ask_direction"] else 1)
+
+
+def rationale(meta: dict[str, Any]) -> str:
+    """A reasoning trace for the SFT cold start (``ssrl coldstart``): which patch breaks continuity, and how."""
+    how = "mirrored left-right" if meta["direction"] == "horizontal" else "turned upside down"
+    return (f"Every patch continues into its neighbours except patch {meta['index']}: its content is {how}, so"
+            f" lines and edges at its borders do not meet those around it, and it reads correctly only when"
+            f" flipped {meta['direction']}ly back. The answer is {answer_from_meta(meta)}.")

@@ -289,3 +289,23 @@ def answer_from_meta(meta: dict[str, Any]) -> str:
 
 def answer_space_size(meta: dict[str, Any]) -> int:
     return len(meta["options"])
+
+
+def rationale(meta: dict[str, Any]) -> str:
+    """A reasoning trace for the SFT cold start (``ssrl coldstart``): the offset in the viewer's frame, then
+    turned into the camera's."""
+    c, t = meta["labels"][meta["camera"]], meta["labels"][1 - meta["camera"]]
+    dx, dz = offsets(meta)
+    side = "to the right of" if dx >= 0 else "to the left of"
+    depth = "farther from me than" if dz >= 0 else "closer to me than"
+    if meta["use_x"] and meta["use_z"]:
+        seen = f"region {t} is {side} region {c} and {depth} it, both clearly"
+    elif meta["use_x"]:
+        seen = f"region {t} is {side} region {c}, at about the same distance from me"
+    else:
+        seen = f"region {t} is {depth} region {c}, with little sideways offset"
+    turn = (f"my right is the camera's {relation(meta['facing'], 1.0, 0.0, True, False).lower()} and farther from"
+            f" me is the camera's {relation(meta['facing'], 0.0, 1.0, False, True).lower()}")
+    where = relation(meta["facing"], dx, dz, meta["use_x"], meta["use_z"])
+    return (f"From my viewpoint, {seen}. The camera at region {c} is {FACING_TEXT[meta['facing']]}, so {turn}."
+            f" Region {t} is therefore at the camera's {where}, option {answer_from_meta(meta)}.")

@@ -77,3 +77,11 @@ def answer_from_meta(meta: dict[str, Any]) -> str:
 
 def answer_space_size(meta: dict[str, Any]) -> int:
     return len(meta["options"])
+
+
+def rationale(meta: dict[str, Any]) -> str:
+    """A reasoning trace for the SFT cold start (``ssrl coldstart``): how the upright cues point."""
+    up = {0: "at the top", 90: "on the left", 180: "at the bottom", 270: "on the right"}[meta["angle"]]
+    return (f"Upright cues such as the sky, the ground and vertical structures show that the scene's top is now"
+            f" {up}, so the image was turned {meta['angle']} degrees counter-clockwise. The answer is"
+            f" {answer_from_meta(meta)}.")

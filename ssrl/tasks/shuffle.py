@@ -68,3 +68,13 @@ def answer_from_meta(meta: dict[str, Any]) -> str:
 def answer_space_size(meta: dict[str, Any]) -> int:
     """Every permutation but the identity is a possible answer."""
     return math.factorial(meta["rows"] * meta["cols"]) - 1
+
+
+def rationale(meta: dict[str, Any]) -> str:
+    """A reasoning trace for the SFT cold start (``ssrl coldstart``): where each shown patch belongs."""
+    cols, blank = meta["cols"], meta.get("blank")
+    steps = [f"row {p // cols + 1}, column {p % cols + 1} takes patch {label}"
+             + (" (the blank one, by elimination)" if label == blank else "")
+             for p, label in enumerate(np.argsort(meta["permutation"]).tolist())]
+    return ("I match the patches so that edges, lines, colours and textures continue across every border: "
+            + "; ".join(steps) + f". Reading the restored grid row by row, the answer is {answer_from_meta(meta)}.")
