@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import cv2
 import numpy as np
 
 from ssrl.errors import RejectError
@@ -161,8 +162,12 @@ def verify_exact(response: str, sample: Sample | dict[str, Any]) -> float | None
 
 
 def mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean absolute difference in grey levels; how visible a transform of a patch is."""
-    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+    """Mean absolute difference in grey levels; how visible a transform of a patch is.
+
+    ``cv2.absdiff`` works in uint8 without int16 copies (2x faster); the mean is exact either way (float64 sums
+    of integers).
+    """
+    return float(cv2.absdiff(np.ascontiguousarray(a), np.ascontiguousarray(b)).mean())
 
 
 # --------------------------------------------------------------------------------------------- geometry
