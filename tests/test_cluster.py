@@ -108,7 +108,9 @@ def test_submit_train_pytorchjob_runs_to_completion(cluster: Cluster) -> None:
 
 @pytest.mark.parametrize("overlay", ["dev", "prod"])
 def test_k8s_manifests_apply_and_run(cluster: Cluster, overlay: str) -> None:
-    rendered = cluster.kubectl("kustomize", str(ROOT / "k8s" / "overlays" / overlay)).stdout
+    from tests.test_deploy import k8s_tree
+
+    rendered = cluster.kubectl("kustomize", str(k8s_tree() / "overlays" / overlay)).stdout  # with generated secrets
     cluster.kubectl("apply", "--server-side", "-f", "-", input=rendered)
     docs = [d for d in rendered.split("\n---\n") if d.strip()]
     ns = next(line.split(":", 1)[1].strip() for d in docs for line in d.splitlines()

@@ -10,12 +10,14 @@ PyTorchJobs with the Training Operator's CRD from ``../shared/crds`` (skipped wh
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -85,6 +87,16 @@ def helm_render(values: str, *sets: str) -> list[dict]:
 
 
 @functools.cache
+def k8s_tree() -> Path:
+    """k8s/ copied with generated store credentials (k8s/make-secrets.sh): the manifests ship no password."""
+    tree = Path(tempfile.mkdtemp(prefix="ssrl-k8s-")) / "k8s"
+    atexit.register(shutil.rmtree, tree.parent, True)
+    shutil.copytree(K8S, tree, ignore=shutil.ignore_patterns("*.env"))
+    subprocess.run([K8S / "make-secrets.sh", tree / "base" / "secrets"], check=True, capture_output=True)
+    return tree
+
+
+@functools.cache
 def kustomize_render(overlay: str) -> list[dict]:
     cmd = kustomize_cmd()
     if cmd is None:
@@ -92,7 +104,7 @@ def kustomize_render(overlay: str) -> list[dict]:
             pytest.skip("neither kubectl nor kustomize is installed: overlays are not rendered")
         kust = yaml.safe_load((K8S / "base" / "kustomization.yaml").read_text())
         return [d for f in kust["resources"] for d in load_docs((K8S / "base" / f).read_text())]
-    out = run([*cmd, K8S / overlay])
+    out = run([*cmd, k8s_tree() / overlay])
     assert out.returncode == 0, out.stderr
     return load_docs(out.stdout)
 
@@ -293,7 +305,7 @@ def test_helm_default_objects():
     assert c["args"][:3] == ["generate", "--input", "s3://ssrl/sources/images"] and "--output" in c["args"]
     hook = by["Job", "r-ssrl-bucket-init"]
     assert "post-install" in hook["metadata"]["annotations"]["helm.sh/hook"]
-    assert hook["spec"]["template"]["spec"]["containers"][0]["args"] == ["store", "mb", "s3://ssrl"]
+    assert hook["spec"]["template"]["spec"]["containers"][0]["args"] == ["store", "provision", "s3://ssrl"]
     test_pod = by["Pod", "r-ssrl-test-store"]
     assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     assert test_pod["spec"]["containers"][0]["args"] == ["store", "ls", "s3://ssrl"]
@@ -533,7 +545,7 @@ def test_kustomize_layout():
     for overlay in ("dev", "prod"):
         kust = yaml.safe_load((K8S / "overlays" / overlay / "kustomization.yaml").read_text())
         assert kust["resources"] == ["../../base"]
-        assert set(kust) <= {"apiVersion", "kind", "resources", "patches", "images"}, overlay
+        assert set(kust) <= {"apiVersion", "kind", "resources", "components", "patches", "images"}, overlay
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -65,6 +65,16 @@ def make_bucket(url: str = typer.Argument(..., help="s3://bucket")) -> None:
     console.print(f"{'created' if store.make_bucket() else 'exists'}: s3://{store.bucket}")
 
 
+@store_app.command("provision")
+def provision(url: str = typer.Argument(..., help="s3://bucket")) -> None:
+    """MinIO: create the bucket and a scoped user per role whose keys are in the environment
+    (SSRL_STORE_{GENERATOR,TRAINER,EVAL,READER}_{ACCESS,SECRET}_KEY), as the chart's bucket-init Job does."""
+    from ssrl.cluster.store_users import provision as provision_users
+
+    for line in provision_users(url):
+        console.print(line, markup=False)
+
+
 @ckpt_app.command("ls")
 def ckpt_ls(run_url: str = typer.Argument(..., help="The run's folder, e.g. s3://ssrl/checkpoints/run-1")) -> None:
     """Committed checkpoints of a run (half-written ones are never listed)."""

@@ -84,22 +84,43 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s:%s" $img.repository (toString $img.tag) }}
 {{- end }}
 
-{{/* Store environment: endpoint plus credentials from the Secret (never inline). */}}
+{{/* The Secret holding one role's store credentials, given (dict "root" $ "role" "trainer"): the role's own with the
+bundled MinIO (bucket-init creates the scoped user: see ssrl/cluster/store_users.py), or store.roleSecrets.<role>,
+else the one store Secret (an external store, whose users are yours to scope). */}}
+{{- define "ssrl.roleSecretName" -}}
+{{- $given := index (.root.Values.store.roleSecrets | default dict) .role }}
+{{- if $given }}
+{{- $given }}
+{{- else if .root.Values.minio.enabled }}
+{{- printf "%s-store-%s" (include "ssrl.fullname" .root) .role }}
+{{- else }}
+{{- include "ssrl.storeSecretName" .root }}
+{{- end }}
+{{- end }}
+
+{{/* Store environment for a role, given (dict "root" $ "role" "trainer"): the endpoint plus that role's credentials
+from its Secret (never inline). */}}
 {{- define "ssrl.storeEnv" -}}
+{{- $secret := include "ssrl.roleSecretName" . }}
 - name: SSRL_S3_ENDPOINT
-  value: {{ include "ssrl.storeEndpoint" . | quote }}
+  value: {{ include "ssrl.storeEndpoint" .root | quote }}
 - name: AWS_ACCESS_KEY_ID
   valueFrom:
     secretKeyRef:
-      name: {{ include "ssrl.storeSecretName" . }}
-      key: {{ .Values.store.accessKeyKey }}
+      name: {{ $secret }}
+      key: {{ .root.Values.store.accessKeyKey }}
 - name: AWS_SECRET_ACCESS_KEY
   valueFrom:
     secretKeyRef:
-      name: {{ include "ssrl.storeSecretName" . }}
-      key: {{ .Values.store.secretKeyKey }}
+      name: {{ $secret }}
+      key: {{ .root.Values.store.secretKeyKey }}
 - name: HOME
   value: /home/ssrl
+{{- end }}
+
+{{/* The scoped store roles (ssrl/cluster/store_users.py ROLES). */}}
+{{- define "ssrl.storeRoles" -}}
+generator trainer eval reader
 {{- end }}
 
 {{/* Writable scratch for a read-only root filesystem: volume mounts and volumes. */}}
