@@ -126,7 +126,8 @@ def model_push(
 
     store = open_store(url)
     with progress_bar("bytes") as (set_total, advance):
-        set_total(sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0)
+        set_total(sum(p.stat().st_size for p in folder.rglob("*")  # what upload_tree sends: no hidden files
+                      if p.is_file() and not any(x.startswith(".") for x in p.relative_to(folder).parts)))
         record = push_model(folder, store, allow_pickle=allow_pickle, workers=workers, progress=advance)
     size = sum(f["size"] for f in record["files"].values())
     console.print(f"{record['model_type']} model, {len(record['files'])} files, {size:,} bytes -> {store.url} "
