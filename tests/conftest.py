@@ -6,6 +6,8 @@ from __future__ import annotations
 import functools
 import os
 import re
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +101,15 @@ def pytorchjob_schema() -> dict:
         pytest.skip(f"no PyTorchJob CRD at {PYTORCHJOB_CRD} (set SSRL_SHARED)")
     crd = yaml.safe_load(PYTORCHJOB_CRD.read_text())
     return next(v for v in crd["spec"]["versions"] if v["name"] == "v1")["schema"]["openAPIV3Schema"]
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str, every: float = 0.05) -> None:
+    """Poll ``condition`` until it holds (no sleep stands in for synchronisation); an expired deadline fails."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(every)
 
 
 def textured(h: int, w: int, seed: int = 0) -> np.ndarray:

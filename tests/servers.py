@@ -167,5 +167,6 @@ def start_server(kind: str, data: Path, attempts: int = 3) -> S3Server:
 
 
 def cleanup(server: S3Server) -> None:
-    server.stop()
+    """SIGKILL (no graceful stop: SeaweedFS takes 10 s over it) and remove the data, which nothing keeps."""
+    server.kill()
     shutil.rmtree(server.data, ignore_errors=True)

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from ssrl.dataset.generate import GenerateConfig, resolve_partition, run
 from ssrl.dataset.shards import iter_rows, read_manifest
 from ssrl.errors import ConfigError, RejectError
 from tests.badcorpus import build_bad_corpus
+from tests.conftest import wait_until
 
 SMALL = {"min_pixels": 3136, "max_pixels": 50176}  # 56x56 .. 224x224: fast, still valid for every task
 
@@ -96,11 +96,10 @@ def test_resume_after_kill_is_byte_identical(synth_dir: Path, tmp_path: Path) ->
     subprocess.run([*args, "-o", str(tmp_path / "clean")], check=True, capture_output=True)
     proc = subprocess.Popen([*args, "-o", str(tmp_path / "killed")], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while not (tmp_path / "killed" / "shard-00002.json").exists() and time.time() < deadline:
-        time.sleep(0.02)
+    wait_until((tmp_path / "killed" / "shard-00002.json").exists, 60, "shard 2 committed", every=0.02)
+    assert proc.poll() is None, "the generator finished before it was killed"
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    assert proc.wait() == -signal.SIGKILL
     partial = files(tmp_path / "killed")
     assert "manifest.json" not in partial and "shard-00007.json" not in partial
     for name in partial:  # whatever is visible is complete and matches the clean run

@@ -12,6 +12,7 @@ command line. The secret never appears in a message, a log line or a ``repr``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
 import time
@@ -34,6 +35,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise StoreError("s3:// URLs need the minio client: pip install 'ssrl[s3]'") from e
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 ENV_ENDPOINT = "SSRL_S3_ENDPOINT"
 ENV_ACCESS_KEY = "AWS_ACCESS_KEY_ID"
@@ -149,6 +151,8 @@ class S3Store(Store):
                     raise StoreUnavailableError(
                         f"cannot {what} {where}: S3 endpoint {self.settings.endpoint} unreachable after "
                         f"{attempt + 1} attempts ({type(e).__name__})") from None
+                log.warning("retrying %s %s: %s unreachable (%s), attempt %d of %d", what, where,
+                            self.settings.endpoint, type(e).__name__, attempt + 2, self.settings.retries + 1)
             time.sleep(min(delay, 8.0))
             delay *= 2
         raise AssertionError("unreachable")
@@ -193,9 +197,27 @@ class S3Store(Store):
 
     def put_file(self, key: str, local: str | Path, sha256: str | None = None) -> None:
         digest = sha256 or sha256_file(local)
-        self._call("write", key, lambda: self.client.fput_object(
-            self.bucket, self._key(key), str(local), metadata={SHA256_META: digest},
-            part_size=self.settings.part_size, num_parallel_uploads=self.settings.parallel))
+        attempts = 0
+
+        def put() -> Any:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1:  # the failed attempt's multipart upload stays open when the server died under it
+                self._abort_uploads(key)
+            return self.client.fput_object(
+                self.bucket, self._key(key), str(local), metadata={SHA256_META: digest},
+                part_size=self.settings.part_size, num_parallel_uploads=self.settings.parallel)
+        self._call("write", key, put)
+
+    def _abort_uploads(self, key: str) -> None:
+        """Abort the incomplete multipart uploads of exactly this key: they hold storage and would never complete.
+
+        The minio client aborts its own upload on failure, but that abort fails too when the server is down.
+        """
+        full = self._key(key)
+        for upload in self.client._list_multipart_uploads(self.bucket, prefix=full).uploads:
+            if upload.object_name == full:
+                self.client._abort_multipart_upload(self.bucket, full, upload.upload_id)
 
     def get_file(self, key: str, local: str | Path) -> None:
         self._call("download", key, lambda: self.client.fget_object(self.bucket, self._key(key), str(local)))
