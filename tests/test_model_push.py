@@ -95,6 +95,12 @@ def test_push_refuses_unloadable_folders_and_uploads_nothing(tiny: Path, tmp_pat
         assert reason in err and str(folder) in err, (name, err)
         assert not dest.exists() or not any(dest.iterdir()), f"{name}: something was uploaded"
 
+    run = tmp_path / "store" / "run"  # a training run's folder is not overwritten by a model
+    (run / "step-1").mkdir(parents=True)
+    (run / "latest").write_text('{"step": 1}')
+    assert cli(["model", "push", str(tiny), str(run)]) == 1
+    assert "is a training run" in capsys.readouterr().err and sorted(run.iterdir()) == [run / "latest", run / "step-1"]
+
     assert cli(["model", "push", "--allow-pickle", str(pickled), str(tmp_path / "store" / "allowed")]) == 0
     assert "pytorch_model.bin" in json.loads((tmp_path / "store" / "allowed" / COMMIT).read_text())["files"]
 

@@ -107,6 +107,8 @@ def push_model(folder: str | Path, store: Store, *, allow_pickle: bool = False, 
     if problems:
         raise SSRLError(f"{folder} is not a loadable model folder: " + "; ".join(problems))
     old = read_commit(store, "")
+    if old is None and store.exists("latest"):  # resolve_model would take the model and hide the run's checkpoints
+        raise SSRLError(f"{store.url} is a training run (it has a latest checkpoint pointer); push to another URL")
     if old is not None:
         if old.get("kind") != MODEL_KIND:
             raise SSRLError(f"{store.url} holds a committed folder that is not a model; push to another URL")
