@@ -165,3 +165,18 @@ def test_train_from_pushed_model_then_pull_weights_only(s3: str, tiny: Path, tmp
     trained = state(full)
     assert not same(trained, state(tiny)), "the step changed no weight"
     assert same(state(light), trained)
+
+
+def test_push_follows_a_hub_cache_snapshot(tiny: Path, tmp_path: Path) -> None:
+    """A Hugging Face cache snapshot is a folder of symlinks into ../../blobs: the files behind them are sent."""
+    blobs, snapshot = tmp_path / "blobs", tmp_path / "snapshots" / "abc123"
+    shutil.copytree(tiny, blobs)
+    snapshot.mkdir(parents=True)
+    for f in blobs.iterdir():
+        (snapshot / f.name).symlink_to(Path("../../blobs") / f.name)
+    dest = tmp_path / "store" / "base"
+    assert cli(["model", "push", str(snapshot), str(dest)]) == 0
+    record = json.loads((dest / COMMIT).read_text())
+    assert set(record["files"]) == {f.name for f in tiny.iterdir()}
+    assert not (dest / "model.safetensors").is_symlink()
+    assert (dest / "model.safetensors").read_bytes() == (tiny / "model.safetensors").read_bytes()
