@@ -107,8 +107,8 @@ def _coerce(value: Any, tp: Any, name: str, problems: list[str]) -> Any:
             problems.append(f"{name}: expected {tp.__name__}, got {value!r}")
             return None
         return tp(value)
-    if tp is str:
-        return str(value)
+    if tp is str:  # YAML reads `true` as a bool: keep the word as written (auto/true/false fields)
+        return ("true" if value else "false") if isinstance(value, bool) else str(value)
     return value
 
 

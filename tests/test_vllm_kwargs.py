@@ -109,6 +109,16 @@ def test_pinned_vllm_is_in_trl_range_and_the_image_builds_it() -> None:
     assert re.findall(r"VLLM_VERSION=(\d[\d.]*)", dockerfile) == [pin], "the Dockerfile's vLLM build names the pin"
 
 
+def test_use_vllm_true_from_the_command_line_and_yaml(tmp_path: Path) -> None:
+    """YAML reads `true` as a bool; the auto/true/false fields used to turn it into 'True' and refuse it."""
+    from ssrl.config import load_config
+
+    (tmp_path / "train.yaml").write_text("use_vllm: true\nbf16: false\n")
+    assert load_config(TrainConfig, None, ["use_vllm=true", "bf16=false"]).use_vllm == "true"
+    from_yaml = load_config(TrainConfig, tmp_path / "train.yaml")
+    assert (from_yaml.use_vllm, from_yaml.bf16) == ("true", "false")
+
+
 def test_vllm_context_is_prompt_plus_completion() -> None:
     assert rollout_args().vllm_max_model_length == 4000
     assert rollout_args(extra={"vllm_max_model_length": 8192}).vllm_max_model_length == 8192
@@ -179,3 +189,64 @@ def test_server_requests_carry_only_fields_vllm_knows(wheel: zipfile.ZipFile) ->
     assert set(comp) <= completion, f"CompletionRequest has no {sorted(set(comp) - completion)}"
     for body in (gen["sampling_params"], comp):  # JSON keys: vLLM converts them back to token ids
         assert body["logit_bias"] == {str(t): -100.0 for t in VISION}
+
+
+# ------------------------------------------------------------------ GPU checks (the trainer image's vLLM variant)
+def _gpu_vllm() -> bool:
+    import importlib.util
+
+    import torch
+
+    return torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
+
+
+GPU_VLLM = pytest.mark.skipif(not _gpu_vllm(), reason="needs a CUDA GPU and vLLM (pip install '.[vllm]')")
+
+
+@pytest.mark.slow
+@GPU_VLLM
+def test_gpu_logit_bias_keeps_vision_tokens_out_of_vllm_samples(tmp_path: Path) -> None:
+    """The random tiny model samples its vision tokens (vocabulary 1024: ~16 expected in 4096 tokens) unless the
+    trainer's suppression is applied, through the real SamplingParams TRL's colocate mode builds."""
+    from transformers import AutoConfig
+    from vllm import LLM, SamplingParams
+
+    from ssrl.recipes.modeling import vision_token_ids
+    from ssrl.recipes.tiny_model import build_tiny_model
+
+    build_tiny_model(tmp_path / "tiny")
+    vision = set(vision_token_ids(AutoConfig.from_pretrained(tmp_path / "tiny")))
+    llm = LLM(model=str(tmp_path / "tiny"), max_model_len=256, gpu_memory_utilization=0.2, enforce_eager=True, seed=0)
+
+    def sampled(extra: dict[str, Any]) -> set[int]:
+        params = SamplingParams(n=64, temperature=1.0, max_tokens=64, ignore_eos=True, seed=0, **extra)
+        return {t for o in llm.generate([{"prompt_token_ids": [10, 11, 12, 13]}], params)[0].outputs
+                for t in o.token_ids}
+
+    assert sampled({}) & vision, "the control run sampled no vision token: the check below would prove nothing"
+    assert not sampled(suppression_kwargs(sorted(vision), use_vllm=True)) & vision
+
+
+@pytest.mark.slow
+@GPU_VLLM
+def test_gpu_grpo_step_with_vllm_colocate(tmp_path: Path, synth_dir: Path) -> None:
+    """One GRPO step with colocated vLLM rollouts on the tiny model: the kwargs above reach a real SamplingParams."""
+    import os
+
+    from ssrl.dataset.generate import GenerateConfig, run
+    from ssrl.recipes.tiny_model import build_tiny_model
+
+    build_tiny_model(tmp_path / "tiny")
+    run(GenerateConfig(inputs=[str(synth_dir)], output=str(tmp_path / "tasks"), tasks=["flip"], min_pixels=3136,
+                       max_pixels=12544))
+    torchrun = Path(sys.executable).parent / "torchrun"
+    r = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "1", "-m", "ssrl", "train", "--model",
+                        str(tmp_path / "tiny"), "--dataset", str(tmp_path / "tasks"), "--output", str(tmp_path / "run"),
+                        "--max-steps", "1", "--set", "use_vllm=true", "--set", "max_prompt_length=1024",
+                        "--set", "max_completion_length=16", "--set", "min_pixels=3136", "--set", "max_pixels=12544",
+                        "--set", "per_device_train_batch_size=2", "--set", "num_generations=2",
+                        "--set", "report_to=[]", "--set", "extra={vllm_gpu_memory_utilization: 0.2}"],
+                       capture_output=True, text=True, timeout=900,
+                       env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert (tmp_path / "run" / "step-1" / "_COMMIT.json").exists()
