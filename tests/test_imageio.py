@@ -290,6 +290,53 @@ def test_resize_depth_nearest_keeps_nan_and_values() -> None:
     assert resize_depth(depth, (3, 4)) is depth
 
 
+def _fast_cases() -> dict[str, bytes]:
+    rgb = np.ascontiguousarray(np.concatenate([gradient((240, 320)), gradient((240, 320))[:, ::-1]], axis=0))
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
+    rgba[:50, :60, 3] = 90
+    cases = {f"jpeg orientation {o}": jpeg_with_orientation(rgb, o, quality=80) for o in range(1, 9)}
+    cases |= {
+        "jpeg 4:4:4": encode(Image.fromarray(rgb), "JPEG", quality=95, subsampling=0),
+        "jpeg grey": encode(Image.fromarray(rgb[..., 1]), "JPEG"),
+        "jpeg drafted 1/4 (large, turned)": jpeg_with_orientation(np.tile(rgb, (6, 6, 1)), 6),
+        "png rgb": encode(Image.fromarray(rgb), "PNG"),
+        "png rgba (partly transparent)": encode(Image.fromarray(rgba), "PNG"),
+        "png grey": encode(Image.fromarray(rgb[..., 0]), "PNG"),
+    }
+    return cases
+
+
+@pytest.mark.parametrize("name", list(_fast_cases()))
+def test_opencv_decoding_equals_pillows(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plain 8-bit JPEG/PNG are decoded by OpenCV; the pixels are exactly Pillow's (orientation, draft, alpha)."""
+    import ssrl.sources.imageio as imageio
+
+    data, budget = _fast_cases()[name], PixelBudget(28 * 28, 300_000)
+    results: list[np.ndarray | None] = []
+    real = imageio._decode_cv2
+    monkeypatch.setattr(imageio, "_decode_cv2", lambda *a: results.append(real(*a)) or results[-1])
+    fast = (decode_image(data), decode_image(data, target=budget), decode_fitted(data, budget)[0])
+    assert len(results) == 3 and all(r is not None for r in results)  # OpenCV decoded all three
+    monkeypatch.setattr(imageio, "_decode_cv2", lambda *a: None)  # Pillow alone
+    slow = (decode_image(data), decode_image(data, target=budget), decode_fitted(data, budget)[0])
+    for a, b in zip(fast, slow, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_truncated_files_never_take_the_opencv_path() -> None:
+    """libjpeg only warns about a cut-off JPEG (OpenCV would fill grey rows); such files go to Pillow and are
+    rejected."""
+    from ssrl.sources.imageio import _complete
+
+    jpeg = encode(Image.fromarray(gradient()), "JPEG")
+    png = encode(Image.fromarray(gradient()), "PNG")
+    assert _complete(jpeg, "JPEG") and _complete(png, "PNG")
+    for data, fmt in ((jpeg, "JPEG"), (png, "PNG")):
+        assert not _complete(data[: len(data) * 2 // 3], fmt)
+        with pytest.raises(RejectError, match="truncated"):
+            decode_image(data[: len(data) * 2 // 3])
+
+
 # --------------------------------------------------------------------------------------------- encoding
 
 

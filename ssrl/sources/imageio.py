@@ -192,18 +192,81 @@ def _is_jpeg(img: Image.Image) -> bool:
     return img.format in ("JPEG", "MPO")
 
 
-def _draft(img: Image.Image, need_hw: tuple[int, int]) -> None:
-    """Let libjpeg decode at 1/2, 1/4 or 1/8 scale, never below ``need_hw`` (oriented height, width).
+def _draft_scale(img: Image.Image, need_hw: tuple[int, int]) -> int:
+    """The libjpeg reduction (1, 2, 4 or 8) that still yields at least ``need_hw`` (oriented height, width).
 
-    ``draft`` works in stored orientation, so for EXIF orientations 5-8 the needed sides swap. It picks the
-    largest reduction whose result is still at least the requested size, so we keep all needed detail.
+    Scaling works in stored orientation, so for EXIF orientations 5-8 the needed sides swap. The rule is
+    Pillow's ``draft``: the largest reduction whose result is still at least the requested size.
     """
     if not _is_jpeg(img):
-        return
+        return 1
     need_h, need_w = need_hw
     stored_w, stored_h = (need_h, need_w) if _orientation(img) in _SWAPS_AXES else (need_w, need_h)
-    if img.size[0] >= 2 * stored_w and img.size[1] >= 2 * stored_h:
-        img.draft("RGB", (stored_w, stored_h))
+    if img.size[0] < 2 * stored_w or img.size[1] < 2 * stored_h:
+        return 1
+    scale = min(img.size[0] // stored_w, img.size[1] // stored_h)
+    return next(s for s in (8, 4, 2, 1) if scale >= s)
+
+
+def _draft(img: Image.Image, need_hw: tuple[int, int]) -> None:
+    """Let libjpeg decode at 1/2, 1/4 or 1/8 scale, never below ``need_hw`` (see ``_draft_scale``)."""
+    scale = _draft_scale(img, need_hw)
+    if scale > 1:
+        w, h = img.size
+        img.draft("RGB", (-(-w // scale), -(-h // scale)))
+
+
+#: EXIF orientation -> the numpy view ``ImageOps.exif_transpose`` would produce.
+_ORIENT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def _complete(data: bytes, fmt: str) -> bool:
+    """The file ends as a whole JPEG (EOI marker) or PNG (IEND chunk) does; anything else goes to Pillow,
+    which rejects truncated files (libjpeg only warns about them, and OpenCV would return grey rows)."""
+    if fmt == "JPEG":
+        return data.rstrip(b"\0").endswith(b"\xff\xd9")
+    return data[-12:] == b"\0\0\0\0IEND\xaeB`\x82"
+
+
+def _decode_cv2(data: bytes, img: Image.Image, need_hw: tuple[int, int] | None) -> np.ndarray | None:
+    """Pixels of a plain 8-bit JPEG or PNG via OpenCV (1.2-2x faster than Pillow here, no copy out of a Pillow
+    image); None for every other case, which Pillow then decodes or rejects with its reason.
+
+    Pillow has already checked the header (format, declared size) and read the EXIF orientation.
+    """
+    if img.format == "JPEG" and img.mode in ("RGB", "L"):
+        scale = _draft_scale(img, need_hw) if need_hw else 1
+        grey = img.mode == "L"
+        flag = {1: cv2.IMREAD_GRAYSCALE if grey else cv2.IMREAD_COLOR_RGB,
+                2: cv2.IMREAD_REDUCED_GRAYSCALE_2 if grey else cv2.IMREAD_REDUCED_COLOR_2,
+                4: cv2.IMREAD_REDUCED_GRAYSCALE_4 if grey else cv2.IMREAD_REDUCED_COLOR_4,
+                8: cv2.IMREAD_REDUCED_GRAYSCALE_8 if grey else cv2.IMREAD_REDUCED_COLOR_8}[scale]
+        bgr = scale > 1  # reduced colour reads come out in OpenCV's BGR order
+    elif img.format == "PNG" and img.mode in ("RGB", "RGBA", "L") and "transparency" not in img.info:
+        flag, bgr = cv2.IMREAD_UNCHANGED, True
+    else:
+        return None
+    if not _complete(data, img.format):
+        return None
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), flag | cv2.IMREAD_IGNORE_ORIENTATION)
+    if arr is None or arr.dtype != np.uint8:
+        return None
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    elif bgr:
+        arr = cv2.cvtColor(arr, cv2.COLOR_BGRA2RGBA if arr.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    if arr.shape[2] == 4:
+        arr = _over_white(arr)
+    orientation = _orientation(img)
+    return np.ascontiguousarray(_ORIENT[orientation](arr)) if orientation != 1 else np.ascontiguousarray(arr)
 
 
 def _load(img: Image.Image) -> Image.Image:
@@ -284,8 +347,13 @@ def _decode(data: bytes, budget: PixelBudget | None, max_decode_pixels: int) -> 
         with img:
             caught.clear()  # warnings about the declared size were handled by the local check
             stored_wh = img.size  # before draft shrinks it
-            if budget is not None and _is_jpeg(img):  # JPEG EXIF sits in the header, before the pixels
-                _draft(img, smart_resize(*_oriented_hw(stored_wh, _orientation(img)), budget))
+            # JPEG EXIF sits in the header, before the pixels
+            need = smart_resize(*_oriented_hw(stored_wh, _orientation(img)), budget) if budget is not None else None
+            fast = _decode_cv2(data, img, need)
+            if fast is not None:
+                return fast, _oriented_hw(stored_wh, _orientation(img))
+            if need is not None:
+                _draft(img, need)
             oriented = _load(img)
             if _bomb_warned(caught):
                 raise RejectError("decompression bomb: a frame or tile is larger than the declared size")
