@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
+import shutil
 import threading
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -15,8 +18,8 @@ from typing import Any
 from transformers import TrainerCallback
 
 from ssrl.cluster.client import build_progress
+from ssrl.errors import StoreError
 from ssrl.store import open_store
-from ssrl.store.checkpoints import prune_checkpoints, save_checkpoint
 
 log = logging.getLogger(__name__)
 JOB_NAME_ENV, JOB_NAMESPACE_ENV = "SSRL_JOB_NAME", "SSRL_JOB_NAMESPACE"
@@ -60,22 +63,88 @@ class MetricsCallback(TrainerCallback):
 
 
 class StoreCheckpointCallback(TrainerCallback):
-    """After the Trainer writes ``checkpoint-<step>``, rank 0 commits it to the run's store folder."""
+    """Commits every ``checkpoint-<step>`` the Trainer writes to the run's store folder, from every node, in the
+    background.
 
-    def __init__(self, run_url: str, keep: int | None, extra: dict[str, Any]):
-        self.run_url, self.keep, self.extra = run_url, keep, extra
+    At each save a barrier first lets every rank finish writing (DeepSpeed writes one optimizer shard and one RNG
+    state per rank, each to its own node's disk). Then each node's first process uploads its node's files and a
+    part record from a background thread while training goes on (one save may wait in a queue of one; a second
+    blocks the next save, so memory and disk stay bounded), and global rank 0's thread writes the one commit record
+    covering every node's part, moves ``latest``, uploads ``metrics.jsonl`` and prunes old steps. Every node prunes
+    its own scratch. A failed upload fails the run on every rank at the next save or at the end, never silently.
+    """
+
+    def __init__(self, run_url: str, keep: int | None, extra: dict[str, Any], *, part_timeout: float = 1800.0):
+        self.run_url, self.keep, self.extra, self.part_timeout = run_url, keep, extra, part_timeout
+        self._queue: queue.Queue[tuple[int, Path, bytes | None] | None] = queue.Queue(maxsize=1)
+        self._thread: threading.Thread | None = None
+        self._error: str | None = None
+        self.nodes: list[int] = []
+        self.attempt = ""
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        from ssrl.recipes.dist import all_gather
+
+        ranks = all_gather((args.process_index, args.local_process_index, uuid.uuid4().hex))
+        self.nodes = sorted(r for r, local, _ in ranks if local == 0)
+        self.attempt = ranks[0][2]  # rank 0's: tells this run's part records from a killed run's
+        if args.local_process_index == 0:
+            self._thread = threading.Thread(target=self._work, args=(args, state.is_world_process_zero), daemon=True,
+                                            name="ssrl-checkpoint-upload")
+            self._thread.start()
 
     def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-        if not state.is_world_process_zero:
+        self._raise_failures()  # a collective: past it, every rank has written its files of this checkpoint
+        if self._thread is None:
             return
-        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        run = open_store(self.run_url)
-        save_checkpoint(run, state.global_step, folder, **self.extra)
         metrics = Path(args.output_dir) / "metrics.jsonl"
-        if metrics.exists():
-            run.put_file("metrics.jsonl", metrics)
-        if self.keep:
-            prune_checkpoints(run, self.keep)
+        snapshot = metrics.read_bytes() if state.is_world_process_zero and metrics.exists() else None
+        self._queue.put((state.global_step, Path(args.output_dir) / f"checkpoint-{state.global_step}", snapshot))
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        self._raise_failures()  # also the barrier that keeps every rank alive until the last step is committed
+
+    def _raise_failures(self) -> None:
+        from ssrl.recipes.dist import all_gather
+
+        errors = [e for e in all_gather(self._error) if e]
+        if errors:
+            raise StoreError(f"checkpoint upload to {self.run_url} failed: {errors[0]}")
+
+    def _work(self, args: Any, commits: bool) -> None:
+        from ssrl.store.checkpoints import commit_parts, prune_checkpoints, save_part
+
+        run = open_store(self.run_url)
+        while (item := self._queue.get()) is not None:
+            if self._error:
+                continue  # a failed upload stops uploading; the failure is raised on every rank
+            step, folder, metrics = item
+            try:
+                save_part(run, step, folder, node=args.process_index, attempt=self.attempt)
+                if commits:
+                    commit_parts(run, step, self.nodes, self.attempt, timeout=self.part_timeout, **self.extra)
+                    if metrics is not None:
+                        run.write_bytes("metrics.jsonl", metrics)
+                    if self.keep:
+                        prune_checkpoints(run, self.keep)
+                if self.keep:
+                    _prune_local(folder.parent, self.keep)
+            except Exception as e:  # re-raised in the training thread, on every rank
+                log.error("checkpoint step %d: upload to %s failed: %s", step, self.run_url, e)
+                self._error = f"step {step}: {e}"
+
+
+def _prune_local(trainer_dir: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` ``checkpoint-<n>`` folders of this node (the Trainer's own rotation runs on
+    rank 0's node only, and could delete a folder still being uploaded)."""
+    folders = sorted((p for p in trainer_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+                     key=lambda p: int(p.name.split("-")[-1]))
+    for old in folders[: max(0, len(folders) - keep)]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 class JobProgressCallback(TrainerCallback):

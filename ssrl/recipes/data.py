@@ -1,7 +1,7 @@
 """Generated task shards -> a Hugging Face dataset of conversational prompts with images, for TRL.
 
-Only committed shards are read; shards in an object store are downloaded once into a local cache and
-checked against their commit records.
+Only committed shards are read; shards in an object store are downloaded once per node (by its first process)
+into a local cache and checked against their commit records.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from typing import Any
 
 from ssrl.dataset.shards import committed_shards, in_holdout, record_key
 from ssrl.errors import SSRLError
+from ssrl.recipes.dist import once_per_node
 from ssrl.store import open_store
+from ssrl.store.transfer import fetch_verified
 from ssrl.tasks.base import IMAGE_TOKEN
 
 
@@ -33,7 +35,8 @@ def to_prompt(problem: str) -> list[dict[str, Any]]:
 
 
 def local_shards(dataset_url: str, cache: Path) -> list[Path]:
-    """Paths of the dataset's committed shards on this machine (downloaded and verified when remote)."""
+    """Paths of the dataset's committed shards on this machine: downloaded and verified when remote, unless a verified
+    copy is already in ``cache`` (a restarted pod, or the node's first process got there first)."""
     store = open_store(dataset_url)
     keys = committed_shards(store)
     if not keys:
@@ -44,9 +47,7 @@ def local_shards(dataset_url: str, cache: Path) -> list[Path]:
         if local is None:
             record = json.loads(store.read_bytes(record_key(key)))
             local = cache / "shards" / hashlib.sha256(store.url.encode()).hexdigest()[:16] / key
-            if not (local.exists() and local.stat().st_size == record["bytes"]):
-                local.parent.mkdir(parents=True, exist_ok=True)
-                store.get_file(key, local)
+            fetch_verified(store, key, local, record["bytes"], record["sha256"])
         paths.append(local)
     return paths
 
@@ -58,7 +59,7 @@ def load_task_dataset(dataset_url: str, cache: Path, *, tasks: list[str] | None 
     held-out sources (``holdout``: the fraction ``ssrl eval --set holdout=...`` evaluates on)."""
     import datasets
 
-    files = [str(p) for p in local_shards(dataset_url, cache)]
+    files = [str(p) for p in once_per_node(lambda: local_shards(dataset_url, cache))]
     ds = datasets.load_dataset("parquet", data_files=files, split="train", cache_dir=str(cache / "hf"))
     if holdout > 0:
         ds = ds.filter(lambda s: not in_holdout(s, holdout), input_columns=["source_id"])

@@ -12,12 +12,12 @@ from typing import Any
 
 
 def resolve_model(location: str, cache: Path) -> str:
-    """A local folder for ``from_pretrained``: a run's latest committed step, or a store URL pulled once
-    (checksums verified)."""
+    """A local folder for ``from_pretrained``: a run's latest committed step, or a store URL pulled once per node
+    (weights only, checksums verified; a verified copy already in ``cache`` is not pulled again)."""
     from ssrl.errors import SSRLError, StoreError
+    from ssrl.recipes.dist import once_per_node
     from ssrl.store import open_store
-    from ssrl.store.checkpoints import latest_step, pull_checkpoint, step_prefix
-    from ssrl.store.transfer import COMMIT, pull_tree, read_commit
+    from ssrl.store.checkpoints import latest_step, step_prefix
 
     local = location.removeprefix("file://")
     if "://" not in local:
@@ -31,6 +31,16 @@ def resolve_model(location: str, cache: Path) -> str:
             raise StoreError(f"{local} is neither a model folder (no config.json) nor a checkpoint run "
                              "(no committed step-<n>/)")
         return str(Path(local) / step_prefix(step))
+    return once_per_node(lambda: _pull_model(location, cache))
+
+
+def _pull_model(location: str, cache: Path) -> str:
+    """A committed model or a run's latest step, weights only (no optimizer or RNG state), unless already here."""
+    from ssrl.errors import StoreError
+    from ssrl.store import open_store
+    from ssrl.store.checkpoints import latest_step, pull_checkpoint
+    from ssrl.store.transfer import COMMIT, pull_tree, read_commit
+
     store = open_store(location)
     name = location.rstrip("/").rsplit("/", 1)[-1]
     if read_commit(store, "") is not None:
@@ -42,7 +52,7 @@ def resolve_model(location: str, cache: Path) -> str:
         raise StoreError(f"{store.url} is neither a committed model (no {COMMIT}: put one there with `ssrl model push "
                          f"<folder> {location}`) nor a checkpoint run (no committed step-<n>/)")
     dest = cache / "models" / f"{name}-step-{step}"
-    pull_checkpoint(store, dest, step)
+    pull_checkpoint(store, dest, step, weights_only=True)
     return str(dest)
 
 

@@ -278,6 +278,10 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
     # The process group and DeepSpeed's config exist before anything loads: downloads run once per node, and under
     # ZeRO-3 from_pretrained partitions the weights as they load instead of holding a full copy on every rank.
     args = build_grpo_args(cfg, scratch / "trainer", gpu)
+    if cfg.deepspeed != "none":  # DeepSpeed's view of the process group accelerate made: without it zero.Init (policy
+        import deepspeed  # and TRL's reference model) sizes the batch for one rank and fails its batch check
+
+        deepspeed.init_distributed()
     model_path = resolve_model(cfg.model, scratch)
     model, processor = load_model_and_processor(cfg, model_path, gpu)
     if suppress := vision_token_ids(model.config):

@@ -111,20 +111,55 @@ def pull_tree(store: Store, prefix: str, dest: str | Path, *, workers: int = 4,
                for rel in record["files"] if select is None or select(rel)}
 
     def one(rel: str) -> None:
-        target, want = targets[rel], record["files"][rel]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.part")
-        store.get_file(_join(prefix, rel), tmp)
-        if tmp.stat().st_size != want["size"] or sha256_file(tmp) != want["sha256"]:
-            tmp.unlink()
-            raise StoreError(f"{store.object_url(_join(prefix, rel))}: checksum differs from its commit record")
-        os.replace(tmp, target)
+        want = record["files"][rel]
+        fetch_verified(store, _join(prefix, rel), targets[rel], want["size"], want["sha256"])
         if progress:
             progress(want["size"])
 
     with cf.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         list(pool.map(one, sorted(targets)))
     return record
+
+
+def _stamp(target: Path) -> Path:
+    return target.with_name(f".{target.name}.verified")
+
+
+def is_verified(target: Path, size: int, sha256: str) -> bool:
+    """Whether ``target`` is a file this machine already downloaded and verified against ``sha256``, unchanged
+    since (same size and mtime as its hidden stamp records): no store request and no second hashing pass."""
+    try:
+        stat = target.stat()
+        stamp = json.loads(_stamp(target).read_text())
+    except (OSError, ValueError):
+        return False
+    return (isinstance(stamp, dict) and stat.st_size == size == stamp.get("size")
+            and stamp.get("sha256") == sha256 and stamp.get("mtime_ns") == stat.st_mtime_ns)
+
+
+def fetch_verified(store: Store, key: str, target: Path, size: int, sha256: str) -> bool:
+    """Download ``key`` to ``target`` unless a verified copy is there; returns whether it downloaded.
+
+    The download goes to a name unique to this process and thread, is checked against ``size`` and ``sha256``,
+    then renamed into place, so processes racing on one path (local ranks, a restarted pod) never see or
+    replace a partial file. A stamp beside it records the verification for the next caller.
+    """
+    if is_verified(target, size, sha256):
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.part")
+    try:
+        store.get_file(key, tmp)
+        if tmp.stat().st_size != size or sha256_file(tmp) != sha256:
+            raise StoreError(f"{store.object_url(key)}: checksum differs from its commit record")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    stamp = _stamp(target)
+    stamp_tmp = stamp.with_name(f"{stamp.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    stamp_tmp.write_text(json.dumps({"size": size, "sha256": sha256, "mtime_ns": target.stat().st_mtime_ns}))
+    os.replace(stamp_tmp, stamp)
+    return True
 
 
 def _join(prefix: str, key: str) -> str:
