@@ -87,8 +87,8 @@ def pytorchjob_problems(job: dict) -> list[str]:
         containers = spec["template"]["spec"]["containers"]
         if not any(c["name"] == "pytorch" and c.get("image") for c in containers):
             problems.append(f"{name}: {role} needs a container named pytorch with an image")
-        if role not in ("Master", "Worker") or spec.get("restartPolicy") != "OnFailure":
-            problems.append(f"{name}: {role} must be Master or Worker with restartPolicy OnFailure")
+        if role not in ("Master", "Worker") or spec.get("restartPolicy") not in ("OnFailure", "ExitCode"):
+            problems.append(f"{name}: {role} must be Master or Worker with restartPolicy OnFailure or ExitCode")
     return problems
 
 

@@ -111,3 +111,42 @@ def test_external_store_without_existing_secret_is_refused(sets):
     assert "store.existingSecret is required when minio.enabled=false" in out.stderr
     ok = run([*cmd, "--set", "store.existingSecret=s3-credentials"])
     assert ok.returncode == 0, ok.stderr
+
+
+def test_placement_and_knobs_per_component():
+    """Tolerations, affinity, nodeSelector, priorityClassName, pod labels/annotations, env, extra resources and the
+    scratch size reach each component's pods; nprocPerNode follows the GPUs; the trainer fails fast (ExitCode,
+    cleanPodPolicy Running) and may keep its PyTorchJob for a TTL."""
+    sets = []
+    for c in ("generate", "train", "eval"):
+        sets += [f"{c}.nodeSelector.pool={c}", f"{c}.tolerations[0].key=gpu", f"{c}.tolerations[0].operator=Exists",
+                 f"{c}.priorityClassName=p-{c}", f"{c}.podLabels.kueue\\.x-k8s\\.io/queue-name=q-{c}",
+                 f"{c}.podAnnotations.k8s\\.v1\\.cni\\.cncf\\.io/networks=net-{c}", f"{c}.extraEnv[0].name=NCCL_DEBUG",
+                 f"{c}.extraEnv[0].value=INFO", f"{c}.scratchSize=7Gi", f"{c}.extraResources.rdma/hca=1",
+                 f"{c}.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0]"
+                 f".matchExpressions[0].key=zone",
+                 f"{c}.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0]"
+                 f".matchExpressions[0].operator=Exists"]
+    objs = render(*sets, "train.gpusPerNode=4", "train.ipcLock=true", "train.ttlSecondsAfterFinished=3600")
+    for component, obj in run_objects(objs).items():
+        for template in pod_templates(obj):
+            pod, c = template["spec"], template["spec"]["containers"][0]
+            assert pod["nodeSelector"] == {"pool": component} and pod["priorityClassName"] == f"p-{component}"
+            assert pod["tolerations"] == [{"key": "gpu", "operator": "Exists"}]
+            assert pod["affinity"]["nodeAffinity"]
+            assert template["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == f"q-{component}"
+            assert template["metadata"]["labels"]["app.kubernetes.io/component"] == component
+            assert template["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"] == f"net-{component}"
+            assert {"name": "NCCL_DEBUG", "value": "INFO"} in c["env"]
+            for part in ("requests", "limits"):
+                assert c["resources"][part]["ephemeral-storage"] == "7Gi" and c["resources"][part]["rdma/hca"] == 1
+            assert {v["name"]: v["emptyDir"]["sizeLimit"] for v in pod["volumes"] if v["name"] in ("tmp", "home")} \
+                == {"tmp": "7Gi", "home": "7Gi"}
+    train = run_objects(objs)["train"]["spec"]
+    assert train["nprocPerNode"] == "4"
+    assert train["runPolicy"] == {"backoffLimit": 3, "cleanPodPolicy": "Running", "ttlSecondsAfterFinished": 3600}
+    master = train["pytorchReplicaSpecs"]["Master"]
+    assert master["restartPolicy"] == "ExitCode"
+    assert master["template"]["spec"]["containers"][0]["securityContext"]["capabilities"] == {
+        "add": ["IPC_LOCK"], "drop": ["ALL"]}
+    assert run_objects(render("train.gpusPerNode=0"))["train"]["spec"]["nprocPerNode"] == "1"

@@ -349,7 +349,7 @@ def test_helm_multinode():
     specs = job["spec"]["pytorchReplicaSpecs"]
     assert specs["Master"]["replicas"] == 1 and specs["Worker"]["replicas"] == 2
     for role in ("Master", "Worker"):
-        assert specs[role]["restartPolicy"] == "OnFailure"
+        assert specs[role]["restartPolicy"] == "ExitCode"
         pod = specs[role]["template"]["spec"]
         c = pod["containers"][0]
         assert c["name"] == "pytorch"

@@ -269,7 +269,10 @@ def test_builders_are_pure_objects():
 
     assert isinstance(job, V1Job)
     assert isinstance(ptj, KubeflowOrgV1PyTorchJob) and isinstance(train, KubeflowOrgV1PyTorchJob)
-    assert to_dict(train)["spec"]["runPolicy"] == {"backoffLimit": 3, "cleanPodPolicy": "None"}
+    # ExitCode + cleanPodPolicy Running: a failed rank fails the job and no other pod keeps its GPUs in NCCL
+    assert to_dict(train)["spec"]["runPolicy"] == {"backoffLimit": 3, "cleanPodPolicy": "Running",
+                                                   "ttlSecondsAfterFinished": 7 * 86400}
+    assert {r["restartPolicy"] for r in to_dict(train)["spec"]["pytorchReplicaSpecs"].values()} == {"ExitCode"}
     with pytest.raises(ConfigError):
         SubmitConfig(train=type(cfg.train)(config_map="a", config_path="b"))
 
@@ -352,3 +355,52 @@ def test_submit_unreachable_server_is_one_line(fake_cluster):
         assert result.exit_code == 1, result.output
         assert "cannot reach the Kubernetes API server at http://127.0.0.1:1" in result.output
         assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+
+
+def test_placement_flags_reach_every_pod_template():
+    """Shared GPU clusters: node selector, tolerations, priority, Kueue label, Multus annotation, NCCL env."""
+    flags = ["--node-selector", "pool=a100", "--toleration", "nvidia.com/gpu:NoSchedule",
+             "--toleration", "team=ml:NoExecute", "--priority-class", "research",
+             "--pod-label", "kueue.x-k8s.io/queue-name=gpu", "--pod-annotation", "k8s.v1.cni.cncf.io/networks=rdma",
+             "--env", "NCCL_DEBUG=INFO", "--env", "NCCL_IB_HCA=mlx5"]
+    for case in ("generate", "train", "eval"):
+        obj = dry_run([case, *flags])
+        for where, pod in pod_specs(obj):
+            template = (obj["spec"]["pytorchReplicaSpecs"][where.rsplit("/", 1)[-1]]["template"]
+                        if obj["kind"] == "PyTorchJob" else obj["spec"]["template"])
+            assert pod["nodeSelector"] == {"pool": "a100"} and pod["priorityClassName"] == "research", where
+            assert pod["tolerations"] == [
+                {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+                {"key": "team", "operator": "Equal", "value": "ml", "effect": "NoExecute"}], where
+            labels = template["metadata"]["labels"]
+            assert labels["kueue.x-k8s.io/queue-name"] == "gpu" and labels["app.kubernetes.io/part-of"] == "ssrl"
+            assert template["metadata"]["annotations"] == {"k8s.v1.cni.cncf.io/networks": "rdma"}
+            c = pod["containers"][0]
+            env = {e["name"]: e.get("value") for e in c["env"]}
+            assert env["NCCL_DEBUG"] == "INFO" and env["NCCL_IB_HCA"] == "mlx5", where
+            # scratch: the emptyDirs are bounded and the scheduler knows the ephemeral storage they need
+            sizes = {v["name"]: v["emptyDir"].get("sizeLimit") for v in pod["volumes"] if v["name"] in ("tmp", "home")}
+            assert len(set(sizes.values())) == 1 and None not in sizes.values(), where
+            assert c["resources"]["requests"]["ephemeral-storage"] == sizes["tmp"] == \
+                c["resources"]["limits"]["ephemeral-storage"], where
+
+
+@pytest.mark.parametrize("items, needle", [
+    (["--pod-label", "app.kubernetes.io/part-of=x"], "set by ssrl"),
+    (["--toleration", "nvidia.com/gpu"], "--toleration takes"),
+    (["--node-selector", "pool"], "--node-selector takes key=value"),
+])
+def test_bad_placement_flags_are_one_line(items, needle):
+    result = CliRunner().invoke(submit_app, ["train", "--dry-run", *items])
+    assert result.exit_code == 2, result.output
+    assert needle in result.output and "Traceback" not in result.output
+
+
+def test_nproc_follows_gpus_and_rdma_knobs():
+    assert dry_run(["train", "--gpus-per-node", "8"])["spec"]["nprocPerNode"] == "8"
+    assert dry_run(["train", "--gpus-per-node", "0"])["spec"]["nprocPerNode"] == "1"
+    assert dry_run(["train", "--gpus-per-node", "8", "--nproc-per-node", "4"])["spec"]["nprocPerNode"] == "4"
+    job = dry_run(["train", "--set", "train.ipc_lock=true", "--set", 'train.extra_resources={"rdma/hca": 1}'])
+    c = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
+    assert c["securityContext"]["capabilities"] == {"add": ["IPC_LOCK"], "drop": ["ALL"]}
+    assert c["resources"]["limits"]["rdma/hca"] == c["resources"]["requests"]["rdma/hca"] == "1"

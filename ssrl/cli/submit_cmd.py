@@ -21,6 +21,46 @@ _SET = typer.Option(None, "--set", "-s", help="Override any field: key=value, e.
 _NAME = typer.Option(None, "--name", help="Object name prefix (<name>-generate, <name>-train, <name>-eval).")
 _NAMESPACE = typer.Option(None, "--namespace", "-n", help="Kubernetes namespace (default: the kubeconfig's).")
 _DRY_RUN = typer.Option(False, "--dry-run", help="Print the YAML (for kubectl apply -f) and submit nothing.")
+_NODE_SELECTOR = typer.Option(None, "--node-selector", help="Node label key=value (repeatable).")
+_TOLERATION = typer.Option(None, "--toleration", help="key[=value]:Effect, e.g. nvidia.com/gpu:NoSchedule.")
+_PRIORITY = typer.Option(None, "--priority-class", help="PriorityClass of the pods.")
+_POD_LABEL = typer.Option(None, "--pod-label", help="Extra pod label key=value, e.g. Kueue's queue (repeatable).")
+_POD_ANNOTATION = typer.Option(None, "--pod-annotation", help="Extra pod annotation key=value (repeatable).")
+_ENV = typer.Option(None, "--env", "-e", help="Extra environment variable NAME=value, e.g. NCCL_DEBUG=INFO.")
+
+
+def _pairs(flag: str, items: list[str] | None) -> dict[str, str] | None:
+    if not items:
+        return None
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{flag} takes key=value, got {item!r}")
+        out[key] = value
+    return out
+
+
+def _tolerations(items: list[str] | None) -> list[dict[str, str]] | None:
+    """``key[=value]:Effect`` -> Toleration objects (Equal with a value, Exists without)."""
+    if not items:
+        return None
+    out = []
+    for item in items:
+        head, sep, effect = item.rpartition(":")
+        if not sep or effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute") or not head:
+            raise ConfigError(f"--toleration takes key[=value]:NoSchedule|PreferNoSchedule|NoExecute, got {item!r}")
+        key, eq, value = head.partition("=")
+        out.append({"key": key, "operator": "Equal", "value": value, "effect": effect} if eq
+                   else {"key": key, "operator": "Exists", "effect": effect})
+    return out
+
+
+def _placement(node_selector, toleration, priority_class, pod_label, pod_annotation, env) -> dict[str, Any]:
+    """The Placement fields (ssrl.cluster.manifests) the flags set."""
+    return {"node_selector": _pairs("--node-selector", node_selector), "tolerations": _tolerations(toleration),
+            "priority_class_name": priority_class, "pod_labels": _pairs("--pod-label", pod_label),
+            "pod_annotations": _pairs("--pod-annotation", pod_annotation), "env": _pairs("--env", env)}
 
 
 def _config(config: Path | None, overrides: list[str] | None, top: dict[str, Any], section: str,
@@ -74,13 +114,20 @@ def generate(
     shards: int | None = typer.Option(None, "--shards", help="Number of shards = pods."),
     tasks: str | None = typer.Option(None, "--tasks", "-t", help="Comma-separated task names."),
     image: str | None = typer.Option(None, "--image", help="Generator image (pinned tag)."),
+    node_selector: list[str] | None = _NODE_SELECTOR,
+    toleration: list[str] | None = _TOLERATION,
+    priority_class: str | None = _PRIORITY,
+    pod_label: list[str] | None = _POD_LABEL,
+    pod_annotation: list[str] | None = _POD_ANNOTATION,
+    env: list[str] | None = _ENV,
     dry_run: bool = _DRY_RUN,
 ) -> None:
     """Sharded `ssrl generate`: one pod per shard, as an Indexed Job or a PyTorchJob."""
     if kind not in ("job", "pytorchjob"):
         raise ConfigError(f"--kind must be job or pytorchjob, got {kind!r}")
     cfg = _config(config, overrides, {"name": name, "namespace": namespace, "image_generator": image},
-                  "generate", {"inputs": inputs or None, "output": output, "shards": shards, "tasks": tasks})
+                  "generate", {"inputs": inputs or None, "output": output, "shards": shards, "tasks": tasks,
+                               **_placement(node_selector, toleration, priority_class, pod_label, pod_annotation, env)})
     from ssrl.cluster.manifests import build_generate_job, build_generate_pytorchjob
 
     obj = build_generate_job(cfg) if kind == "job" else build_generate_pytorchjob(cfg)
@@ -100,14 +147,21 @@ def train(
     output: str | None = typer.Option(None, "--output", "-o", help="Run folder URL for checkpoints."),
     workers: int | None = typer.Option(None, "--workers", help="Worker replicas besides the Master."),
     gpus_per_node: int | None = typer.Option(None, "--gpus-per-node", help="GPUs per pod (0: CPU)."),
-    nproc_per_node: int | None = typer.Option(None, "--nproc-per-node", help="Processes per pod."),
+    nproc_per_node: int | None = typer.Option(None, "--nproc-per-node", help="Processes per pod (default: 1/GPU)."),
     image: str | None = typer.Option(None, "--image", help="Trainer image (pinned tag)."),
+    node_selector: list[str] | None = _NODE_SELECTOR,
+    toleration: list[str] | None = _TOLERATION,
+    priority_class: str | None = _PRIORITY,
+    pod_label: list[str] | None = _POD_LABEL,
+    pod_annotation: list[str] | None = _POD_ANNOTATION,
+    env: list[str] | None = _ENV,
     dry_run: bool = _DRY_RUN,
 ) -> None:
     """GRPO training as a PyTorchJob: `torchrun -m ssrl train --config ... --resume auto`."""
     cfg = _config(config, overrides, {"name": name, "namespace": namespace, "image_trainer": image}, "train",
                   {"config_map": config_map, "model": model, "dataset": dataset, "output": output,
-                   "workers": workers, "gpus_per_node": gpus_per_node, "nproc_per_node": nproc_per_node})
+                   "workers": workers, "gpus_per_node": gpus_per_node, "nproc_per_node": nproc_per_node,
+                   **_placement(node_selector, toleration, priority_class, pod_label, pod_annotation, env)})
     from ssrl.cluster.manifests import build_train_pytorchjob
 
     _finish(build_train_pytorchjob(cfg), cfg.namespace, dry_run, progress=True)
@@ -126,12 +180,19 @@ def evaluate(
     limit: int | None = typer.Option(None, "--limit", help="Only the first N items of each benchmark."),
     gpus: int | None = typer.Option(None, "--gpus", help="GPUs of the pod (> 1: one torchrun rank each; 0: CPU)."),
     image: str | None = typer.Option(None, "--image", help="Trainer image (pinned tag)."),
+    node_selector: list[str] | None = _NODE_SELECTOR,
+    toleration: list[str] | None = _TOLERATION,
+    priority_class: str | None = _PRIORITY,
+    pod_label: list[str] | None = _POD_LABEL,
+    pod_annotation: list[str] | None = _POD_ANNOTATION,
+    env: list[str] | None = _ENV,
     dry_run: bool = _DRY_RUN,
 ) -> None:
     """`ssrl eval` of models x benchmarks as a Job; the report is committed to --output."""
     cfg = _config(config, overrides, {"name": name, "namespace": namespace, "image_trainer": image}, "eval",
                   {"models": models or None, "benchmarks": benchmarks or None, "output": output, "limit": limit,
-                   "gpus": gpus})
+                   "gpus": gpus,
+                   **_placement(node_selector, toleration, priority_class, pod_label, pod_annotation, env)})
     from ssrl.cluster.manifests import build_eval_job
 
     _finish(build_eval_job(cfg), cfg.namespace, dry_run)

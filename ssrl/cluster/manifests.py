@@ -35,7 +35,33 @@ def _resources(requests: dict[str, Any], limits: dict[str, Any]) -> dict[str, di
 
 
 @dataclass
-class GenerateSpec:
+class Placement:
+    """Where and how a component's pods run on a shared cluster (the chart's per-component values of the same name)."""
+
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = field(default_factory=list)
+    """Kubernetes Toleration objects, e.g. ``{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}``."""
+    affinity: dict[str, Any] = field(default_factory=dict)
+    """A Kubernetes Affinity object."""
+    priority_class_name: str = ""
+    pod_labels: dict[str, str] = field(default_factory=dict)
+    """Extra pod labels, e.g. Kueue's ``kueue.x-k8s.io/queue-name`` (``app.kubernetes.io/*`` stay ours)."""
+    pod_annotations: dict[str, str] = field(default_factory=dict)
+    """Extra pod annotations, e.g. Multus ``k8s.v1.cni.cncf.io/networks``."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra environment variables, e.g. ``NCCL_*`` knobs."""
+    extra_resources: dict[str, Any] = field(default_factory=dict)
+    """Extra resources per pod (request = limit), e.g. ``{"rdma/rdma_shared_device_a": 1}``."""
+    scratch_size: str = "20Gi"
+    """sizeLimit of the /tmp and $HOME emptyDirs and the container's ephemeral-storage request and limit."""
+
+    def placement_problems(self, section: str) -> list[str]:
+        clash = sorted(k for k in self.pod_labels if k.startswith("app.kubernetes.io/"))
+        return [f"{section}.pod_labels: {', '.join(clash)} are set by ssrl"] if clash else []
+
+
+@dataclass
+class GenerateSpec(Placement):
     """Sharded ``ssrl generate``: one pod per shard."""
 
     inputs: list[str] = field(default_factory=lambda: ["s3://ssrl/sources/images"])
@@ -54,10 +80,9 @@ class GenerateSpec:
     ttl_seconds_after_finished: int | None = 86400
     resources: dict[str, Any] = field(
         default_factory=lambda: _resources({"cpu": "1", "memory": "2Gi"}, {"cpu": "2", "memory": "4Gi"}))
-    node_selector: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        problems = []
+        problems = self.placement_problems("generate")
         if self.shards < 1:
             problems.append(f"generate.shards must be at least 1, got {self.shards}")
         if self.workers < 1:
@@ -71,7 +96,7 @@ class GenerateSpec:
 
 
 @dataclass
-class TrainSpec:
+class TrainSpec(Placement):
     """GRPO training as a Kubeflow PyTorchJob (``torchrun -m ssrl train ... --resume auto``)."""
 
     config_map: str = ""
@@ -85,31 +110,35 @@ class TrainSpec:
     """Worker replicas besides the Master (nodes = 1 + workers)."""
     gpus_per_node: int = 1
     """nvidia.com/gpu per pod; 0 runs on CPU."""
-    nproc_per_node: int = 1
-    """Processes per pod (the operator's PET_NPROC_PER_NODE for torchrun)."""
+    nproc_per_node: int = 0
+    """Processes per pod (the operator's PET_NPROC_PER_NODE for torchrun); 0: one per GPU (one on CPU)."""
     extra_args: list[str] = field(default_factory=list)
     shm_size: str = "16Gi"
     backoff_limit: int = 3
+    ttl_seconds_after_finished: int | None = 7 * 86400
+    """Seconds the finished PyTorchJob is kept; the checkpoints stay in the store."""
+    ipc_lock: bool = False
+    """Add IPC_LOCK (RDMA memory registration); the namespace's Pod Security level must allow it."""
     resources: dict[str, Any] = field(
         default_factory=lambda: _resources({"cpu": "4", "memory": "32Gi"}, {"cpu": "8", "memory": "64Gi"}))
-    node_selector: dict[str, str] = field(default_factory=dict)
+    scratch_size: str = "200Gi"
 
     def __post_init__(self) -> None:
-        problems = []
+        problems = self.placement_problems("train")
         if self.config_map and self.config_path:
             problems.append("train: give config_map or config_path, not both")
         if self.workers < 0:
             problems.append(f"train.workers must be >= 0, got {self.workers}")
         if self.gpus_per_node < 0:
             problems.append(f"train.gpus_per_node must be >= 0, got {self.gpus_per_node}")
-        if self.nproc_per_node < 1:
-            problems.append(f"train.nproc_per_node must be at least 1, got {self.nproc_per_node}")
+        if self.nproc_per_node < 0:
+            problems.append(f"train.nproc_per_node must be >= 0 (0: one per GPU), got {self.nproc_per_node}")
         if problems:
             raise ConfigError(problems)
 
 
 @dataclass
-class EvalSpec:
+class EvalSpec(Placement):
     """``ssrl eval`` of models x benchmarks as one Job in the trainer image (torchrun ranks when gpus > 1)."""
 
     models: list[str] = field(default_factory=lambda: ["base=s3://ssrl/models/base",
@@ -130,10 +159,10 @@ class EvalSpec:
     ttl_seconds_after_finished: int | None = 86400
     resources: dict[str, Any] = field(
         default_factory=lambda: _resources({"cpu": "4", "memory": "32Gi"}, {"cpu": "8", "memory": "64Gi"}))
-    node_selector: dict[str, str] = field(default_factory=dict)
+    scratch_size: str = "100Gi"
 
     def __post_init__(self) -> None:
-        problems = []
+        problems = self.placement_problems("eval")
         if not self.models:
             problems.append("eval.models: give at least one model (name=location)")
         if not self.benchmarks:
@@ -250,14 +279,41 @@ def _security(cfg: SubmitConfig) -> tuple:
     return pod, container
 
 
-def _scratch() -> tuple[list, list]:
+def _scratch(spec: Placement) -> tuple[list, list]:
     from kubernetes import client
 
     mounts = [client.V1VolumeMount(name="tmp", mount_path="/tmp"),
               client.V1VolumeMount(name="home", mount_path=CONTAINER_HOME)]
-    volumes = [client.V1Volume(name="tmp", empty_dir=client.V1EmptyDirVolumeSource()),
-               client.V1Volume(name="home", empty_dir=client.V1EmptyDirVolumeSource())]
+    volumes = [client.V1Volume(name=n, empty_dir=client.V1EmptyDirVolumeSource(size_limit=spec.scratch_size))
+               for n in ("tmp", "home")]
     return mounts, volumes
+
+
+def _container_resources(spec: Placement, gpus: int = 0):
+    """The spec's resources plus nvidia.com/gpu, ephemeral-storage (= scratch_size) and extra_resources."""
+    from kubernetes import client
+
+    q = _quantities(copy.deepcopy(spec.resources))  # type: ignore[attr-defined]
+    extra = {**{str(k): str(v) for k, v in spec.extra_resources.items()}, "ephemeral-storage": spec.scratch_size}
+    if gpus > 0:
+        extra["nvidia.com/gpu"] = str(gpus)
+    for part in ("requests", "limits"):
+        q[part] = {**q[part], **extra}
+    return client.V1ResourceRequirements(requests=q["requests"], limits=q["limits"])
+
+
+def _env(spec: Placement) -> list:
+    from kubernetes import client
+
+    return [client.V1EnvVar(name=k, value=str(v)) for k, v in spec.env.items()]
+
+
+def _template(labels: dict[str, str], spec: Placement, pod):
+    """The pod template: our labels (the NetworkPolicies select them) after the user's, and the user's annotations."""
+    from kubernetes import client
+
+    meta = client.V1ObjectMeta(labels={**spec.pod_labels, **labels}, annotations=dict(spec.pod_annotations) or None)
+    return client.V1PodTemplateSpec(metadata=meta, spec=pod)
 
 
 def _quantities(resources: dict[str, Any]) -> dict[str, dict[str, str]]:
@@ -274,8 +330,7 @@ def _quantities(resources: dict[str, Any]) -> dict[str, dict[str, str]]:
     return out
 
 
-def _pod_spec(cfg: SubmitConfig, container, volumes: list, node_selector: dict[str, str], restart: str | None,
-              token: bool):
+def _pod_spec(cfg: SubmitConfig, container, volumes: list, spec: Placement, restart: str | None, token: bool):
     from kubernetes import client
 
     pod_security, _ = _security(cfg)
@@ -285,7 +340,10 @@ def _pod_spec(cfg: SubmitConfig, container, volumes: list, node_selector: dict[s
         automount_service_account_token=token,
         image_pull_secrets=[client.V1LocalObjectReference(name=s) for s in cfg.image_pull_secrets] or None,
         security_context=pod_security,
-        node_selector=dict(node_selector) or None,
+        node_selector=dict(spec.node_selector) or None,
+        tolerations=[dict(t) for t in spec.tolerations] or None,
+        affinity=dict(spec.affinity) or None,
+        priority_class_name=spec.priority_class_name or None,
         containers=[container],
         volumes=volumes,
     )
@@ -307,14 +365,12 @@ def generate_args(cfg: SubmitConfig) -> list[str]:
 def _generate_container(cfg: SubmitConfig, name: str, env_extra: list):
     from kubernetes import client
 
-    mounts, _ = _scratch()
+    mounts, _ = _scratch(cfg.generate)
     _, security = _security(cfg)
-    q = _quantities(cfg.generate.resources)
     return client.V1Container(
         name=name, image=cfg.image_generator, image_pull_policy=cfg.image_pull_policy,
-        args=generate_args(cfg), env=[*env_extra, *_store_env(cfg)],
-        resources=client.V1ResourceRequirements(requests=q["requests"] or None, limits=q["limits"] or None),
-        security_context=security, volume_mounts=mounts)
+        args=generate_args(cfg), env=[*env_extra, *_store_env(cfg), *_env(cfg.generate)],
+        resources=_container_resources(cfg.generate), security_context=security, volume_mounts=mounts)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -329,19 +385,18 @@ def build_generate_job(cfg: SubmitConfig):
     labels = _labels(cfg, "generate")
     env = [client.V1EnvVar(name="SSRL_NUM_SHARDS", value=str(g.shards))]
     container = _generate_container(cfg, "generate", env)
-    _, volumes = _scratch()
-    pod = _pod_spec(cfg, container, volumes, g.node_selector, "Never", token=False)
+    _, volumes = _scratch(g)
+    pod = _pod_spec(cfg, container, volumes, g, "Never", token=False)
     return client.V1Job(
         api_version="batch/v1", kind="Job",
         metadata=client.V1ObjectMeta(name=f"{cfg.name}-generate", namespace=cfg.namespace, labels=labels),
         spec=client.V1JobSpec(
             completion_mode="Indexed", completions=g.shards, parallelism=g.shards, backoff_limit=g.backoff_limit,
-            ttl_seconds_after_finished=g.ttl_seconds_after_finished,
-            template=client.V1PodTemplateSpec(metadata=client.V1ObjectMeta(labels=labels), spec=pod)))
+            ttl_seconds_after_finished=g.ttl_seconds_after_finished, template=_template(labels, g, pod)))
 
 
 def _pytorchjob(cfg: SubmitConfig, name: str, component: str, template_for_role, replicas: dict[str, int],
-                nproc: int, backoff: int):
+                nproc: int, backoff: int, restart: str = "OnFailure", clean: str = "None", ttl: int | None = None):
     from kubeflow.training import (
         KubeflowOrgV1PyTorchJob,
         KubeflowOrgV1PyTorchJobSpec,
@@ -350,14 +405,15 @@ def _pytorchjob(cfg: SubmitConfig, name: str, component: str, template_for_role,
     )
     from kubernetes import client
 
-    specs = {role: KubeflowOrgV1ReplicaSpec(replicas=n, restart_policy="OnFailure", template=template_for_role())
+    specs = {role: KubeflowOrgV1ReplicaSpec(replicas=n, restart_policy=restart, template=template_for_role())
              for role, n in replicas.items() if n > 0}
     return KubeflowOrgV1PyTorchJob(
         api_version="kubeflow.org/v1", kind="PyTorchJob",
         metadata=client.V1ObjectMeta(name=name, namespace=cfg.namespace, labels=_labels(cfg, component)),
         spec=KubeflowOrgV1PyTorchJobSpec(
             nproc_per_node=str(nproc),
-            run_policy=KubeflowOrgV1RunPolicy(backoff_limit=backoff, clean_pod_policy="None"),
+            run_policy=KubeflowOrgV1RunPolicy(backoff_limit=backoff, clean_pod_policy=clean,
+                                              ttl_seconds_after_finished=ttl),
             pytorch_replica_specs=specs))
 
 
@@ -372,9 +428,9 @@ def build_generate_pytorchjob(cfg: SubmitConfig):
         container = _generate_container(cfg, "pytorch", [])  # the operator requires the name "pytorch"
         container.ports = [client.V1ContainerPort(name="pytorchjob-port", container_port=PYTORCHJOB_PORT,
                                                   protocol="TCP")]
-        _, volumes = _scratch()
-        pod = _pod_spec(cfg, container, volumes, g.node_selector, None, token=False)
-        return client.V1PodTemplateSpec(metadata=client.V1ObjectMeta(labels=dict(labels)), spec=pod)
+        _, volumes = _scratch(g)
+        pod = _pod_spec(cfg, container, volumes, g, None, token=False)
+        return _template(labels, g, pod)
 
     return _pytorchjob(cfg, f"{cfg.name}-generate", "generate", template,
                        {"Master": 1, "Worker": g.shards - 1}, nproc=1, backoff=g.backoff_limit)
@@ -402,33 +458,33 @@ def build_train_pytorchjob(cfg: SubmitConfig):
     t = cfg.train
     name = f"{cfg.name}-train"
     labels = _labels(cfg, "train")
-    q = _quantities(copy.deepcopy(t.resources))
-    if t.gpus_per_node > 0:
-        for part in ("requests", "limits"):
-            q[part]["nvidia.com/gpu"] = str(t.gpus_per_node)
 
     def template():
-        mounts, volumes = _scratch()
+        mounts, volumes = _scratch(t)
         if t.config_map:
             mounts.append(client.V1VolumeMount(name="config", mount_path=TRAIN_CONFIG_DIR, read_only=True))
             volumes.append(client.V1Volume(name="config", config_map=client.V1ConfigMapVolumeSource(name=t.config_map)))
         mounts.append(client.V1VolumeMount(name="dshm", mount_path="/dev/shm"))
         volumes.append(client.V1Volume(name="dshm", empty_dir=client.V1EmptyDirVolumeSource(
             medium="Memory", size_limit=t.shm_size)))
-        env = [*_store_env(cfg), *_job_identity_env()]
+        env = [*_store_env(cfg), *_job_identity_env(), *_env(t)]
         _, security = _security(cfg)
+        if t.ipc_lock:  # RDMA memory registration pins pages
+            security.capabilities.add = ["IPC_LOCK"]
         container = client.V1Container(
             name="pytorch", image=cfg.image_trainer, image_pull_policy=cfg.image_pull_policy,
             command=["torchrun"], args=train_args(cfg), env=env,
             ports=[client.V1ContainerPort(name="pytorchjob-port", container_port=PYTORCHJOB_PORT, protocol="TCP")],
-            resources=client.V1ResourceRequirements(requests=q["requests"] or None, limits=q["limits"] or None),
-            security_context=security, volume_mounts=mounts)
-        # A token only with a named ServiceAccount: rank 0 may then annotate its own PyTorchJob with progress.
-        pod = _pod_spec(cfg, container, volumes, t.node_selector, None, token=bool(cfg.service_account))
-        return client.V1PodTemplateSpec(metadata=client.V1ObjectMeta(labels=dict(labels)), spec=pod)
+            resources=_container_resources(t, t.gpus_per_node), security_context=security, volume_mounts=mounts)
+        # A token only with a named ServiceAccount: rank 0 may then write its job's progress ConfigMap.
+        pod = _pod_spec(cfg, container, volumes, t, None, token=bool(cfg.service_account))
+        return _template(labels, t, pod)
 
+    # ExitCode + cleanPodPolicy Running: a failed rank fails the job and the other pods are removed, so none holds
+    # its GPUs waiting in NCCL (the chart's pytorchjob-train.yaml explains the policy).
     return _pytorchjob(cfg, name, "train", template, {"Master": 1, "Worker": t.workers},
-                       nproc=t.nproc_per_node, backoff=t.backoff_limit)
+                       nproc=t.nproc_per_node or max(t.gpus_per_node, 1), backoff=t.backoff_limit,
+                       restart="ExitCode", clean="Running", ttl=t.ttl_seconds_after_finished)
 
 
 def _job_identity_env() -> list:
@@ -466,11 +522,7 @@ def build_eval_job(cfg: SubmitConfig):
 
     e = cfg.eval
     labels = _labels(cfg, "eval")
-    q = _quantities(copy.deepcopy(e.resources))
-    if e.gpus > 0:
-        for part in ("requests", "limits"):
-            q[part]["nvidia.com/gpu"] = str(e.gpus)
-    mounts, volumes = _scratch()
+    mounts, volumes = _scratch(e)
     mounts.append(client.V1VolumeMount(name="dshm", mount_path="/dev/shm"))
     volumes.append(client.V1Volume(name="dshm", empty_dir=client.V1EmptyDirVolumeSource(
         medium="Memory", size_limit=e.shm_size)))
@@ -478,16 +530,15 @@ def build_eval_job(cfg: SubmitConfig):
     _, security = _security(cfg)
     container = client.V1Container(
         name="eval", image=cfg.image_trainer, image_pull_policy=cfg.image_pull_policy, command=command, args=args,
-        env=_store_env(cfg),
-        resources=client.V1ResourceRequirements(requests=q["requests"] or None, limits=q["limits"] or None),
+        env=[*_store_env(cfg), *_env(e)], resources=_container_resources(e, e.gpus),
         security_context=security, volume_mounts=mounts)
-    pod = _pod_spec(cfg, container, volumes, e.node_selector, "Never", token=False)
+    pod = _pod_spec(cfg, container, volumes, e, "Never", token=False)
     return client.V1Job(
         api_version="batch/v1", kind="Job",
         metadata=client.V1ObjectMeta(name=f"{cfg.name}-eval", namespace=cfg.namespace, labels=labels),
         spec=client.V1JobSpec(
             backoff_limit=e.backoff_limit, ttl_seconds_after_finished=e.ttl_seconds_after_finished,
-            template=client.V1PodTemplateSpec(metadata=client.V1ObjectMeta(labels=labels), spec=pod)))
+            template=_template(labels, e, pod)))
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

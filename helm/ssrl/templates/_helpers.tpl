@@ -152,3 +152,59 @@ same spec keeps its name, so an upgrade that changes nothing else leaves running
 {{- $spec := include (printf "ssrl.%s.spec" .component) .root }}
 {{- printf "%s-%s-%s" (include "ssrl.fullname" .root | trunc 38 | trimSuffix "-") .component (sha256sum $spec | trunc 6) }}
 {{- end }}
+
+{{/* Extra pod labels (Kueue's queue label…) and annotations (Multus networks…) of a component, given
+(dict "root" $ "values" .Values.train): user labels go after ours and may not replace them. */}}
+{{- define "ssrl.podExtraLabels" -}}
+{{- range $k, $v := .values.podLabels }}
+{{- if not (hasPrefix "app.kubernetes.io/" $k) }}
+{{ $k }}: {{ $v | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Placement of a component's pods (nodeSelector, tolerations, affinity, priorityClassName), given
+(dict "values" .Values.train). */}}
+{{- define "ssrl.placement" -}}
+{{- with .values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* Writable scratch with a size, given (dict "values" .Values.train): the emptyDirs' sizeLimit, and the
+container's ephemeral-storage request/limit that lets the scheduler place it and the kubelet bound it. */}}
+{{- define "ssrl.sizedScratchVolumes" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: {{ .values.scratchSize }}
+- name: home
+  emptyDir:
+    sizeLimit: {{ .values.scratchSize }}
+{{- end }}
+
+{{/* Container resources, given (dict "values" .Values.train "gpus" 8): the component's resources plus
+nvidia.com/gpu, ephemeral-storage = scratchSize (the scratch emptyDirs live there) and any extraResources (RDMA,
+EFA), each as request and limit. */}}
+{{- define "ssrl.resources" -}}
+{{- $r := deepCopy .values.resources }}
+{{- $extra := deepCopy (.values.extraResources | default dict) }}
+{{- if gt (int .gpus) 0 }}
+{{- $_ := set $extra "nvidia.com/gpu" (int .gpus) }}
+{{- end }}
+{{- $_ := set $extra "ephemeral-storage" .values.scratchSize }}
+{{- $_ := set $r "limits" (merge $extra (default (dict) $r.limits)) }}
+{{- $_ := set $r "requests" (merge (deepCopy $extra) (default (dict) $r.requests)) }}
+{{- toYaml $r }}
+{{- end }}
