@@ -25,18 +25,20 @@ KEYS = {role: (f"ssrl-{role}", f"{role}-secret-0123456789") for role in ROLES}
 @pytest.fixture(scope="module")
 def minio(tmp_path_factory: pytest.TempPathFactory):
     server = start_server("minio", tmp_path_factory.mktemp("minio-users"))
-    env = {**server.env()}
-    for role, (access, secret) in KEYS.items():
-        access_var, secret_var = role_env(role)
-        env[access_var], env[secret_var] = access, secret
-    for _ in range(2):  # a second run (every helm upgrade) changes nothing and fails nothing
-        r = subprocess.run([sys.executable, "-m", "ssrl", "store", "provision", f"s3://{BUCKET}"], env=env,
-                           capture_output=True, text=True, cwd=ROOT, timeout=120)
-        assert r.returncode == 0, r.stdout + r.stderr
-        assert all(f"user ssrl-{role} ({role}" in r.stderr for role in ROLES), r.stderr
-        assert not any(secret in r.stdout + r.stderr for _, secret in KEYS.values())
-    yield server
-    cleanup(server)
+    try:
+        env = {**server.env()}
+        for role, (access, secret) in KEYS.items():
+            access_var, secret_var = role_env(role)
+            env[access_var], env[secret_var] = access, secret
+        for _ in range(2):  # a second run (every helm upgrade) changes nothing and fails nothing
+            r = subprocess.run([sys.executable, "-m", "ssrl", "store", "provision", f"s3://{BUCKET}"], env=env,
+                               capture_output=True, text=True, cwd=ROOT, timeout=120)
+            assert r.returncode == 0, r.stdout + r.stderr
+            assert all(f"user ssrl-{role} ({role}" in r.stderr for role in ROLES), r.stderr
+            assert not any(secret in r.stdout + r.stderr for _, secret in KEYS.values())
+        yield server
+    finally:
+        cleanup(server)
 
 
 @pytest.fixture
