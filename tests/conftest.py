@@ -29,6 +29,10 @@ PYTORCHJOB_CRD = SHARED / "crds" / "kubeflow.org_pytorchjobs.yaml"
 ALLOWED_SKIPS: dict[str, tuple[str, str]] = {
     "tests/test_imageio.py::test_encode_is_deterministic_and_decodable": (
         "without WebP", "WebP is optional in Pillow builds; PNG and JPEG, which the generator writes, still run"),
+    "tests/test_vllm_kwargs.py::test_gpu_logit_bias_keeps_vision_tokens_out_of_vllm_samples": (
+        "needs a CUDA GPU and vLLM", "GPU check; vLLM pins its own torch, so it is not in the CPU suite's venv"),
+    "tests/test_vllm_kwargs.py::test_gpu_grpo_step_with_vllm_colocate": (
+        "needs a CUDA GPU and vLLM", "GPU check; vLLM pins its own torch, so it is not in the CPU suite's venv"),
 }
 
 
@@ -51,6 +55,31 @@ def _fail_skip(report: pytest.CollectReport | pytest.TestReport) -> None:
     if problem:
         report.outcome = "failed"
         report.longrepr = problem
+
+
+#: Per-test time limits (pytest-timeout): a test not marked slow gets the ini default (60 s in pyproject.toml),
+#: these markers more; an explicit @pytest.mark.timeout(N) wins. Tests over SLOW_AFTER seconds belong under slow.
+MARKER_TIMEOUTS = {"cluster": 900, "slow": 600}
+SLOW_AFTER = 5.0
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("timeout") is None:
+            limit = next((t for m, t in MARKER_TIMEOUTS.items() if item.get_closest_marker(m)), None)
+            if limit:
+                item.add_marker(pytest.mark.timeout(limit))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """Name the tests that took longer than SLOW_AFTER without the slow marker, so the marker stays honest."""
+    late = sorted((r.duration, r.nodeid) for r in terminalreporter.stats.get("passed", [])
+                  if r.when == "call" and r.duration > SLOW_AFTER and "slow" not in r.keywords
+                  and "cluster" not in r.keywords)
+    if late:
+        terminalreporter.section(f"over {SLOW_AFTER:g} s without @pytest.mark.slow")
+        for duration, nodeid in reversed(late):
+            terminalreporter.line(f"{duration:7.1f} s  {nodeid}")
 
 
 @pytest.hookimpl(hookwrapper=True)
