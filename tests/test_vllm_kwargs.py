@@ -27,12 +27,15 @@ import pytest
 pytest.importorskip("trl")
 
 import trl
+from trl import GRPOConfig  # noqa: F401 -- TRL's trainer imports take ~10 s: once at collection, not in a test
 
 from ssrl.recipes.train_grpo import TrainConfig, build_grpo_args, suppression_kwargs
 
 ROOT = Path(__file__).resolve().parents[1]
 WHEELS = Path("~/.cache/ssrl/wheels").expanduser()
 VISION = [151652, 151653, 151655, 151656]  # Qwen2.5-VL's vision start/end, image and video token ids
+#: The first test to use the wheel downloads it (~320 MB) when ~/.cache/ssrl/wheels lacks it.
+DOWNLOADS = pytest.mark.timeout(900)
 
 
 def pinned_vllm() -> str:
@@ -124,6 +127,7 @@ def test_vllm_context_is_prompt_plus_completion() -> None:
     assert rollout_args(extra={"vllm_max_model_length": 8192}).vllm_max_model_length == 8192
 
 
+@DOWNLOADS
 def test_colocate_sampling_params_accept_every_key(wheel: zipfile.ZipFile) -> None:
     known = fields(wheel, "vllm/sampling_params.py", "SamplingParams")
     args = rollout_args()
@@ -159,6 +163,7 @@ class Recorder(http.server.BaseHTTPRequestHandler):
         pass
 
 
+@DOWNLOADS
 def test_server_requests_carry_only_fields_vllm_knows(wheel: zipfile.ZipFile) -> None:
     """TRL's real client, as its server-mode rollout calls it: with images (token ids + features, the
     /inference/v1/generate endpoint whose sampling_params is a SamplingParams) and without (/v1/completions)."""
