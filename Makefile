@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STORE ?= store
 
-.PHONY: demo test test-cluster tools bench clean
+.PHONY: demo test test-cluster tools bench clean images
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -55,3 +55,8 @@ bench: $(VENV)/.installed-dev
 
 clean:
 	rm -rf $(STORE) .pytest_cache .ruff_cache
+
+# The three images from docker/ (docker or podman): make images REGISTRY=registry.example.com/ssrl [PUSH=1] [TAG=…]
+images:
+	REGISTRY="$(REGISTRY)" PUSH="$(PUSH)" TAG="$(TAG)" ENGINE="$(ENGINE)" TRAINER_BUILD_ARGS="$(TRAINER_BUILD_ARGS)" \
+		docker/build-images.sh

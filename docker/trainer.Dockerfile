@@ -1,20 +1,30 @@
 # syntax=docker/dockerfile:1
-# GRPO trainer / evaluator image: the package with the Makefile's extras (.[s3,train,k8s], torch and torchvision
-# from PyPI, as `make test` installs them), DeepSpeed, optional vLLM.
+# GRPO trainer / evaluator image: the package with the Makefile's extras (.[s3,train,k8s]), DeepSpeed, optional vLLM.
+#   make images REGISTRY=registry.example.com/ssrl                (all three images; see docker/build-images.sh)
 #   docker build -f docker/trainer.Dockerfile -t ssrl-trainer:0.1.0 .
 #   docker build -f docker/trainer.Dockerfile --build-arg VLLM_VERSION=0.31.0 -t ssrl-trainer:0.1.0-vllm .
 #
-# torch comes from PyPI exactly as in the test setup, so the image runs the torch the suite ran; PyPI's Linux
-# wheels bundle their CUDA runtime (13.0 for torch 2.13) as nvidia-* packages. The base is NVIDIA's CUDA *devel*
-# image of that CUDA major: DeepSpeed is installed with DS_BUILD_OPS=0 (as the Makefile does), so its ops
-# (FusedAdam, CPU Adam for offload...) compile just in time on first use with nvcc + headers, which must match
-# torch's CUDA major; the build checks it. When PyPI's torch moves to a new CUDA major, bump CUDA_IMAGE.
+# Layers: the pinned dependencies (docker/trainer-constraints.txt: torch, its CUDA wheels, TRL... as the test suite
+# ran them) first, then DeepSpeed, then the source, so a source edit rebuilds only the last small layer and one tag
+# always rebuilds the same torch/CUDA. PyPI's torch bundles its CUDA runtime (13.x) as nvidia-* wheels.
+#
+# Final stage: CUDA *devel*, not runtime. DeepSpeed is installed with DS_BUILD_OPS=0 (as the Makefile does), so its
+# ops (FusedAdam, CPU Adam for ZeRO offload...) are compiled just in time on first use: that needs nvcc and the CUDA
+# headers of torch's CUDA major at run time, which the build checks.
+#
+# CUDA 12.x (drivers older than CUDA 13's): torch's cu12x wheels come from PyTorch's own index, e.g.
+#   --build-arg CUDA_IMAGE=nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04 \
+#   --build-arg TORCH_INDEX_URL=<PyTorch's cu128 wheel index> --build-arg CONSTRAINTS=docker/no-constraints.txt
+# (unpinned: those wheels differ from the PyPI ones the constraints name; the CUDA check still guards the build).
 
 ARG CUDA_IMAGE=nvidia/cuda:13.0.1-cudnn-devel-ubuntu24.04
 
 FROM ${CUDA_IMAGE} AS build
-# Empty: no vLLM. Set to a release built for the torch PyPI resolves (vLLM pins its own torch).
+# Empty: no vLLM. Set to a release built for the torch the constraints pin (vLLM pins its own torch).
 ARG VLLM_VERSION=""
+# Empty: torch from PyPI, as the test setup installs it. A PyTorch wheel index for another CUDA major.
+ARG TORCH_INDEX_URL=""
+ARG CONSTRAINTS=docker/trainer-constraints.txt
 ENV DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 # Ubuntu's archive keeps only the current patch of each package, so apt versions are not pinned.
 # hadolint ignore=DL3008
@@ -23,14 +33,20 @@ RUN apt-get update && apt-get install -y --no-install-recommends python3 python3
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
+# 1. Dependencies only (this layer survives source edits).
+COPY ${CONSTRAINTS} /src/constraints.txt
+# hadolint ignore=DL3013
+RUN pip install --no-cache-dir ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} -r constraints.txt ninja
+# 2. DeepSpeed exactly as the Makefile installs it (an sdist that needs torch installed), ops compiled at run time.
+# hadolint ignore=DL3013
+RUN DS_BUILD_OPS=0 pip install --no-cache-dir "deepspeed>=0.19,<0.20" \
+    && if [ -n "${VLLM_VERSION}" ]; then pip install --no-cache-dir "vllm==${VLLM_VERSION}"; fi
+# 3. The source: the package with the Makefile's extras, held to the pins above (nothing new is downloaded), then the
+# CUDA check: torch's CUDA major must be the base image's (nvcc for DeepSpeed's JIT ops).
 COPY pyproject.toml README.md ./
 COPY ssrl ./ssrl
-# The package with the Makefile's extras (torch, torchvision from PyPI), then DeepSpeed exactly as the Makefile
-# installs it, then the CUDA check: torch's CUDA major must be the base image's (nvcc for DeepSpeed's JIT ops).
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir ".[s3,train,k8s]" ninja \
-    && DS_BUILD_OPS=0 pip install --no-cache-dir "deepspeed>=0.19,<0.20" \
-    && if [ -n "${VLLM_VERSION}" ]; then pip install --no-cache-dir "vllm==${VLLM_VERSION}"; fi \
+RUN pip install --no-cache-dir ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} -c constraints.txt ".[s3,train,k8s]" \
     && python -c "import os, torch; t, c = torch.version.cuda, os.environ['CUDA_VERSION']; \
 assert t and t.split('.')[0] == c.split('.')[0], f'torch is built for CUDA {t}, the base image has {c}'" \
     && ssrl --version
