@@ -3,7 +3,7 @@
 # every clone (~/.cache/ssrl-tools/<tool>-<version>/). A second run finds them and returns in milliseconds.
 #
 #   scripts/tools.sh            build everything, print the bin folders
-#   scripts/tools.sh minio      build one tool (minio, weed, helm, etcd, kube, training-operator, kwok)
+#   scripts/tools.sh minio      build one tool (minio, weed, helm, kubectl, etcd, kube, training-operator, kwok)
 #   scripts/tools.sh cluster    build the cluster tier's servers (etcd, kube-*, training operator, KWOK)
 #   scripts/tools.sh --path     print a PATH fragment with every tool's bin folder
 set -euo pipefail
@@ -96,7 +96,8 @@ build_module() {
   echo "$dir"
 }
 
-kube() {
+# The build module's go.mod: k8s.io/kubernetes at the pin, its staging modules at their published tags.
+kube_gomod() {
   local minor=${KUBE_VERSION#v1.} staging gomod
   gomod="module ssrl.local/kubebuild
 go 1.24
@@ -112,12 +113,25 @@ replace ("
   done
   gomod+="
 )"
-  # Stamp the version the servers report (helm checks charts' kubeVersion against it).
-  local v=k8s.io/component-base/version minor_num=${minor%%.*}
-  LDFLAGS="-X $v.gitVersion=$KUBE_VERSION -X $v.gitMajor=1 -X $v.gitMinor=$minor_num -X $v.gitTreeState=clean" \
-  build_module kubernetes "$KUBE_VERSION" "$gomod" "" \
+  printf '%s' "$gomod"
+}
+
+# Stamp the version the binaries report (helm checks charts' kubeVersion against it).
+kube_ldflags() {
+  local v=k8s.io/component-base/version minor=${KUBE_VERSION#v1.}
+  echo "-X $v.gitVersion=$KUBE_VERSION -X $v.gitMajor=1 -X $v.gitMinor=${minor%%.*} -X $v.gitTreeState=clean"
+}
+
+kube() {
+  LDFLAGS=$(kube_ldflags) build_module kubernetes "$KUBE_VERSION" "$(kube_gomod)" "" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
     k8s.io/kubernetes/cmd/kube-scheduler
+}
+
+# kubectl from the same release and build module (kustomize overlays in tests/test_deploy.py, the cluster tier):
+# the tests use this one, never whatever kubectl is on PATH.
+kubectl() {
+  LDFLAGS=$(kube_ldflags) build_module kubectl "$KUBE_VERSION" "$(kube_gomod)" "" k8s.io/kubernetes/cmd/kubectl
 }
 
 etcd() {
@@ -147,15 +161,17 @@ case "${1:-all}" in
   minio) minio ;;
   weed|seaweedfs) weed ;;
   helm) helm ;;
+  kubectl) kubectl ;;
   etcd) etcd ;;
   kube|kubernetes) kube ;;
   training-operator) training_operator ;;
   kwok) kwok ;;
   cluster) cluster ;;
-  all) minio; weed; helm; cluster ;;
+  all) minio; weed; helm; kubectl; cluster ;;
   --path)
     echo "$(bin_dir minio "$MINIO_VERSION"):$(bin_dir seaweedfs "$WEED_VERSION"):$(bin_dir helm "$HELM_VERSION"):$(
+      bin_dir kubectl "$KUBE_VERSION"):$(
       bin_dir etcd "$ETCD_VERSION"):$(bin_dir kubernetes "$KUBE_VERSION"):$(
       bin_dir training-operator "$TRAINING_OPERATOR_VERSION"):$(bin_dir kwok "$KWOK_VERSION")" ;;
-  *) echo "usage: $0 [minio|weed|helm|etcd|kube|training-operator|kwok|cluster|all|--path]" >&2; exit 2 ;;
+  *) echo "usage: $0 [minio|weed|helm|kubectl|etcd|kube|training-operator|kwok|cluster|all|--path]" >&2; exit 2 ;;
 esac
