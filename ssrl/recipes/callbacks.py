@@ -28,7 +28,8 @@ PROGRESS_INTERVAL_ENV = "SSRL_PROGRESS_INTERVAL"
 
 
 class TaskAccuracy:
-    """Accuracy per task, accumulated by the accuracy reward between two log events (rank-local)."""
+    """Accuracy per task, accumulated by the accuracy reward between two log events; ``drain`` sums every rank's
+    counts (each rank scores only its own share of the completions)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -40,17 +41,57 @@ class TaskAccuracy:
             self._sums[task][1] += 1
 
     def drain(self) -> dict[str, float]:
+        """Global accuracy per task since the last drain; a collective when several processes run (call it on
+        every rank, as the Trainer's ``on_log`` is)."""
         with self._lock:
-            out = {f"accuracy/{t}": s / n for t, (s, n) in sorted(self._sums.items()) if n}
+            local = {t: tuple(v) for t, v in self._sums.items()}
             self._sums.clear()
-        return out
+        total: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+        for part in _gather(local):
+            for t, (s, n) in part.items():
+                total[t][0] += s
+                total[t][1] += n
+        return {f"accuracy/{t}": s / n for t, (s, n) in sorted(total.items()) if n}
+
+
+def _gather(obj: Any) -> list[Any]:
+    """Every rank's ``obj`` (a one-element list outside a process group)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 class MetricsCallback(TrainerCallback):
-    """Adds per-task accuracy to every log (before TensorBoard sees it) and appends it to metrics.jsonl."""
+    """Adds per-task accuracy (all ranks) to every log before TensorBoard sees it, appends the log to
+    ``metrics.jsonl`` and mirrors TensorBoard's event files to ``<run>/tensorboard/`` at each save.
 
-    def __init__(self, path: Path, accuracy: TaskAccuracy):
-        self.path, self.accuracy = path, accuracy
+    On resume the store's ``metrics.jsonl`` is the history: its lines up to the resumed step are copied into the
+    local file first (a restarted pod has an empty scratch), so the uploaded file continues it instead of
+    replacing it; lines after that step are dropped, since those steps run again."""
+
+    def __init__(self, path: Path, accuracy: TaskAccuracy, run_url: str | None = None,
+                 resume_step: int | None = None):
+        self.path, self.accuracy, self.run_url, self.resume_step = path, accuracy, run_url, resume_step
+        self._uploaded: dict[str, int] = {}
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if not state.is_world_process_zero:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        history = b""
+        if self.run_url and self.resume_step is not None:
+            run = open_store(self.run_url)
+            if run.exists("metrics.jsonl"):
+                history = run.read_bytes("metrics.jsonl")
+        kept = [line for line in history.decode().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= (self.resume_step or 0)]
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text("".join(f"{line}\n" for line in kept))
+        os.replace(tmp, self.path)  # a fresh run starts an empty log; a resumed one continues the store's
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
         if logs is None:
@@ -60,6 +101,19 @@ class MetricsCallback(TrainerCallback):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a") as f:
                 f.write(json.dumps({"step": state.global_step, **logs}, sort_keys=True, default=str) + "\n")
+
+    def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if not (state.is_world_process_zero and self.run_url):
+            return
+        # TensorBoard's callback writes <output_dir>/runs/<time>_<host>/ (or $TENSORBOARD_LOGGING_DIR): one folder
+        # per attempt, so a resumed run's events sit beside the first attempt's in the store.
+        root = Path(os.environ.get("TENSORBOARD_LOGGING_DIR") or Path(args.output_dir) / "runs").expanduser()
+        run = open_store(self.run_url)
+        for f in sorted(root.rglob("events.out.tfevents.*")):
+            key, size = f"tensorboard/{f.relative_to(root).as_posix()}", f.stat().st_size
+            if self._uploaded.get(key) != size:  # event files only grow: upload the new or grown ones
+                run.put_file(key, f)
+                self._uploaded[key] = size
 
 
 class StoreCheckpointCallback(TrainerCallback):

@@ -301,7 +301,9 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
             once_per_node(lambda: pull_checkpoint(run, resume_from, step, ranks=node_ranks()))
     trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=dataset,
                           processing_class=processor, peft_config=peft_config)
-    trainer.callback_handler.callbacks.insert(0, MetricsCallback(scratch / "trainer" / "metrics.jsonl", accuracy))
+    resume_step = int(resume_from.name.split("-")[-1]) if resume_from else None
+    metrics = MetricsCallback(scratch / "trainer" / "metrics.jsonl", accuracy, cfg.output, resume_step)
+    trainer.callback_handler.callbacks.insert(0, metrics)  # before TensorBoard's, which logs what it adds
     trainer.add_callback(StoreCheckpointCallback(cfg.output, cfg.keep_checkpoints, run_metadata(cfg)))
     trainer.add_callback(JobProgressCallback.from_env())  # progress annotation on its PyTorchJob, in a cluster
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
