@@ -21,19 +21,24 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	DS_BUILD_OPS=0 $(BIN)/pip install -q "deepspeed>=0.19,<0.20"
 	touch $@
 
-## demo: synthetic RGB-D scenes -> five pretext tasks -> preview -> GRPO steps on a tiny model -> checkpoint
-##       -> evaluation of base vs trained on held-out tasks (store/evals/demo/results.md)
+## demo: synthetic RGB-D scenes -> five pretext tasks -> preview -> cold-start traces -> SFT then GRPO steps on a
+##       tiny model -> checkpoint -> evaluation of base vs trained on held-out tasks (store/evals/demo/results.md)
 demo: $(VENV)/.installed-core
 	$(BIN)/ssrl synth $(STORE)/sources/synth --count 24 --seed 0
-	$(BIN)/ssrl generate --config examples/demo.yaml
+	$(BIN)/ssrl generate --config examples/demo.yaml -i $(STORE)/sources/synth -o $(STORE)/tasks/demo
 	$(BIN)/ssrl verify $(STORE)/tasks/demo
 	$(BIN)/ssrl preview $(STORE)/tasks/demo
 	$(BIN)/ssrl tiny-model $(STORE)/models/tiny
-	OMP_NUM_THREADS=1 $(BIN)/ssrl train --config examples/train-demo.yaml
+	$(BIN)/ssrl coldstart $(STORE)/tasks/demo -o $(STORE)/coldstart/demo
+	OMP_NUM_THREADS=1 $(BIN)/ssrl sft --config examples/sft-demo.yaml --model $(STORE)/models/tiny \
+		--data $(STORE)/coldstart/demo/coldstart.json -o $(STORE)/checkpoints/sft
+	OMP_NUM_THREADS=1 $(BIN)/ssrl train --config examples/train-demo.yaml --model $(STORE)/checkpoints/sft \
+		--dataset $(STORE)/tasks/demo -o $(STORE)/checkpoints/demo
 	$(BIN)/ssrl ckpt ls $(STORE)/checkpoints/demo
 	$(BIN)/ssrl synth $(STORE)/sources/heldout --count 8 --seed 1
-	$(BIN)/ssrl generate --config examples/heldout.yaml
-	OMP_NUM_THREADS=1 $(BIN)/ssrl eval --config examples/eval-demo.yaml
+	$(BIN)/ssrl generate --config examples/heldout.yaml -i $(STORE)/sources/heldout -o $(STORE)/tasks/heldout
+	OMP_NUM_THREADS=1 $(BIN)/ssrl eval --config examples/eval-demo.yaml -m base=$(STORE)/models/tiny \
+		-m trained=$(STORE)/checkpoints/demo -b $(STORE)/tasks/heldout -o $(STORE)/evals/demo
 
 ## tools: real servers the tests run against (MinIO, SeaweedFS, helm, etcd, kube-*, training operator, KWOK),
 ## built from source once into ~/.cache
