@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -344,3 +345,51 @@ def test_it_learns_sft_then_grpo_fp32_and_zero2(assets: dict[str, Path], tmp_pat
         last = sum(x["reward"] for x in logged[-3:]) / 3
         assert last > first + 0.05, (name, " ".join(f"{x['reward']:.3f}" for x in logged))
         assert changed_fraction(sft_weights, tmp_path / name / "step-10" / "model.safetensors") > 0.5
+
+
+class SamplingProbe:
+    """Records how the real trainer samples when it calls the rewards: (training?, temperature, top_p, n)."""
+
+    __name__ = "probe"
+    seen: ClassVar[list[tuple[bool, float, float, int]]] = []
+
+    def __call__(self, completions: list, **kwargs: object) -> list[float]:
+        import inspect
+
+        from trl import GRPOTrainer
+
+        for info in inspect.stack():
+            trainer = info.frame.f_locals.get("self")
+            if isinstance(trainer, GRPOTrainer):
+                g = trainer.generation_config
+                SamplingProbe.seen.append((trainer.model.training, g.temperature, g.top_p, len(completions)))
+                break
+        return [0.0] * len(completions)
+
+
+def test_validation_on_heldout_split_every_eval_steps(assets: dict[str, Path], tmp_path: Path) -> None:
+    """Every eval_steps: one completion per held-out prompt at temperature 0.6 / top_p 0.95 (rollouts stay at
+    1.0 / 1.0), per-task accuracy as eval_accuracy/<task> in metrics.jsonl and in the progress record."""
+    from ssrl.cluster.client import build_progress
+    from ssrl.recipes.train_grpo import TrainConfig, main
+
+    SamplingProbe.seen.clear()
+    cfg = TrainConfig(model=str(assets["model"]), dataset=str(assets["tasks"]), output=str(tmp_path / "run"),
+                      max_steps=2, save_steps=2, eval_steps=2, holdout=0.4, val_samples=3, max_completion_length=8,
+                      min_pixels=3136, max_pixels=12544, per_device_train_batch_size=4, num_generations=2,
+                      report_to=[], rewards=["accuracy", "format", f"{__name__}.SamplingProbe"],
+                      reward_weights=[0.9, 0.1, 0.0])
+    main(cfg)
+    train_calls = [s for s in SamplingProbe.seen if s[0]]
+    val_calls = [s for s in SamplingProbe.seen if not s[0]]
+    assert train_calls and all(s[1:3] == (1.0, 1.0) for s in train_calls)
+    assert val_calls and all(s[1:3] == (0.6, 0.95) for s in val_calls)
+    assert sum(s[3] for s in val_calls) == 3  # n=1 for each of the 3 held-out prompts
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    val = [x for x in lines if "eval_reward" in x]
+    assert [x["step"] for x in val] == [2]
+    tasks = {k for k in val[0] if k.startswith("eval_accuracy/")}
+    assert tasks and not any(k.startswith("accuracy/") for k in val[0])
+    assert set(build_progress(2, 2, val[0])["validation"]) == {k.split("/", 1)[1] for k in tasks}
+    with pytest.raises(Exception, match="eval_steps needs held-out prompts"):
+        TrainConfig(eval_steps=5)

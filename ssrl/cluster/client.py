@@ -162,6 +162,10 @@ def build_progress(step: int, max_steps: int | None, logs: dict[str, Any],
         progress["reward"] = reward
     if accuracy:
         progress["accuracy"] = accuracy
+    validation = {key.split("/", 1)[1]: number(value) for key, value in sorted(logs.items())
+                  if key.startswith("eval_accuracy/") and number(value) is not None}
+    if validation:  # accuracy per task on the held-out split (``eval_steps``)
+        progress["validation"] = validation
     stamp = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).replace(microsecond=0)
     progress["updated"] = stamp.isoformat().replace("+00:00", "Z")
     return progress

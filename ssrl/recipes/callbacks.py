@@ -33,25 +33,27 @@ class TaskAccuracy:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+        self._sums: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(lambda: [0.0, 0.0]))
+        self.mode = "train"
+        """``eval`` while the Trainer validates, so held-out scores never mix with the rollouts'."""
 
     def add(self, task: str, value: float) -> None:
         with self._lock:
-            self._sums[task][0] += value
-            self._sums[task][1] += 1
+            self._sums[self.mode][task][0] += value
+            self._sums[self.mode][task][1] += 1
 
-    def drain(self) -> dict[str, float]:
-        """Global accuracy per task since the last drain; a collective when several processes run (call it on
-        every rank, as the Trainer's ``on_log`` is)."""
+    def drain(self, mode: str = "train") -> dict[str, float]:
+        """Global accuracy per task since the last drain (``accuracy/<task>``, ``eval_accuracy/<task>`` for
+        validation); a collective when several processes run (call it on every rank, as ``on_log`` is)."""
         with self._lock:
-            local = {t: tuple(v) for t, v in self._sums.items()}
-            self._sums.clear()
+            local = {t: tuple(v) for t, v in self._sums.pop(mode, {}).items()}
         total: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
         for part in _gather(local):
             for t, (s, n) in part.items():
                 total[t][0] += s
                 total[t][1] += n
-        return {f"accuracy/{t}": s / n for t, (s, n) in sorted(total.items()) if n}
+        prefix = "eval_accuracy" if mode == "eval" else "accuracy"
+        return {f"{prefix}/{t}": s / n for t, (s, n) in sorted(total.items()) if n}
 
 
 def _gather(obj: Any) -> list[Any]:
@@ -96,7 +98,7 @@ class MetricsCallback(TrainerCallback):
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
         if logs is None:
             return
-        logs.update(self.accuracy.drain())
+        logs.update(self.accuracy.drain("eval" if any(k.startswith("eval_") for k in logs) else "train"))
         if state.is_world_process_zero:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a") as f:

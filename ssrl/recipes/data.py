@@ -53,7 +53,8 @@ def local_shards(dataset_url: str, cache: Path) -> list[Path]:
 
 
 def load_task_dataset(dataset_url: str, cache: Path, *, tasks: list[str] | None = None, limit_images: int = 5,
-                      max_samples: int | None = None, seed: int = 0, holdout: float = 0.0) -> Any:
+                      max_samples: int | None = None, seed: int = 0, holdout: float = 0.0,
+                      split: str = "train") -> Any:
     """Columns TRL needs: ``prompt`` (conversational), ``images`` (PIL, decoded lazily), plus ``answer`` and
     ``task`` for the rewards. Rows with more than ``limit_images`` images are dropped, and so are rows from the
     held-out sources (``holdout``: the fraction ``ssrl eval --set holdout=...`` evaluates on)."""
@@ -62,7 +63,8 @@ def load_task_dataset(dataset_url: str, cache: Path, *, tasks: list[str] | None 
     files = [str(p) for p in once_per_node(lambda: local_shards(dataset_url, cache))]
     ds = datasets.load_dataset("parquet", data_files=files, split="train", cache_dir=str(cache / "hf"))
     if holdout > 0:
-        ds = ds.filter(lambda s: not in_holdout(s, holdout), input_columns=["source_id"])
+        # split="holdout": only those sources (validation during training, as ``ssrl eval --set holdout`` sees them)
+        ds = ds.filter(lambda s: in_holdout(s, holdout) == (split == "holdout"), input_columns=["source_id"])
     keep = [c for c in ds.column_names if c in ("problem", "images", "answer", "task")]
     ds = ds.select_columns(keep)
     if tasks:

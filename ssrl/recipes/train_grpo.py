@@ -51,6 +51,14 @@ class TrainConfig:
     """Train on these tasks only (default: all in the dataset)."""
     max_samples: int = 0
     holdout: float = 0.0
+    eval_steps: int = 0
+    """Validate every this many optimiser updates (0: never) on ``val_dataset``, or else on the ``holdout`` split,
+    with one completion per prompt at ``val_temperature``/``val_top_p``. The paper: every 5 rollouts (10 updates)."""
+    val_dataset: str = ""
+    val_samples: int = 0
+    """Validate on the first N prompts only (0: all)."""
+    val_temperature: float = 0.6
+    val_top_p: float = 0.95
     """Leave this fraction of the dataset's sources out (by a hash of their id) for ``ssrl eval``."""
     seed: int = 0
     max_steps: int = -1
@@ -126,6 +134,8 @@ class TrainConfig:
             problems.append("lora_r with deepspeed=zero3 is not supported here; use zero2 for LoRA")
         if not 0 <= self.holdout < 1:
             problems.append(f"holdout must be in [0, 1), got {self.holdout}")
+        if self.eval_steps and not (self.val_dataset or self.holdout):
+            problems.append("eval_steps needs held-out prompts: set holdout (e.g. 0.05) or val_dataset")
         if self.steps_per_generation and self.steps_per_generation % self.gradient_accumulation_steps:
             problems.append(f"steps_per_generation ({self.steps_per_generation}) must be a multiple of "
                             f"gradient_accumulation_steps ({self.gradient_accumulation_steps}): whole updates per "
@@ -188,6 +198,7 @@ def build_grpo_args(cfg: TrainConfig, out_dir: Path, gpu: bool) -> Any:
         # rotation would prune rank 0's node only, possibly a folder still uploading.
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=None,
         logging_steps=cfg.logging_steps, report_to=list(cfg.report_to),
+        eval_strategy="steps" if cfg.eval_steps else "no", eval_steps=cfg.eval_steps or None, num_generations_eval=1,
         bf16=flag(cfg.bf16, gpu), use_cpu=not gpu,
         gradient_checkpointing=flag(cfg.gradient_checkpointing, gpu),
         deepspeed=deepspeed_config(cfg.deepspeed), use_vllm=use_vllm, remove_unused_columns=False,
@@ -248,6 +259,28 @@ def load_model_and_processor(cfg: TrainConfig, path: str, gpu: bool) -> tuple[An
                 trust_remote_code=cfg.trust_remote_code, freeze_vision=cfg.freeze_vision)
 
 
+def validation_sampling(trainer: Any, temperature: float, top_p: float, accuracy: Any) -> None:
+    """Validate at the paper's validation sampling (temperature 0.6, top_p 0.95; TRL samples evaluation like the
+    rollouts) and score it apart from the rollouts (``eval_accuracy/<task>``)."""
+    evaluate = trainer.evaluate
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        samplers = [o for o in (trainer, getattr(trainer, "generation_config", None),
+                                getattr(trainer, "vllm_generation", None)) if hasattr(o, "temperature")]
+        saved = [(o.temperature, o.top_p) for o in samplers]
+        for o in samplers:
+            o.temperature, o.top_p = temperature, top_p
+        accuracy.mode = "eval"
+        try:
+            return evaluate(*args, **kwargs)
+        finally:
+            accuracy.mode = "train"
+            for o, (t, p) in zip(samplers, saved, strict=True):
+                o.temperature, o.top_p = t, p
+
+    trainer.evaluate = run
+
+
 def run_metadata(cfg: TrainConfig) -> dict[str, Any]:
     """What every checkpoint records next to its weights, so a resume can tell what changed."""
     from ssrl.tasks import available_tasks
@@ -299,8 +332,14 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
         if step is not None:  # each node pulls what its ranks resume from (their optimizer shards, not all)
             resume_from = scratch / "trainer" / f"checkpoint-{step}"
             once_per_node(lambda: pull_checkpoint(run, resume_from, step, ranks=node_ranks()))
-    trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=dataset,
+    val = None
+    if cfg.eval_steps:
+        val = load_task_dataset(cfg.val_dataset or cfg.dataset, scratch, tasks=cfg.tasks or None,
+                                limit_images=cfg.limit_images, max_samples=cfg.val_samples or None, seed=cfg.seed,
+                                holdout=0.0 if cfg.val_dataset else cfg.holdout, split="holdout")
+    trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=dataset, eval_dataset=val,
                           processing_class=processor, peft_config=peft_config)
+    validation_sampling(trainer, cfg.val_temperature, cfg.val_top_p, accuracy)
     resume_step = int(resume_from.name.split("-")[-1]) if resume_from else None
     metrics = MetricsCallback(scratch / "trainer" / "metrics.jsonl", accuracy, cfg.output, resume_step)
     trainer.callback_handler.callbacks.insert(0, metrics)  # before TensorBoard's, which logs what it adds
