@@ -153,6 +153,27 @@ def _select(cfg: ColdStartConfig) -> Iterator[dict[str, Any]]:
             yield row
 
 
+#: Rows read, taught and written at a time.
+CHUNK = 64
+
+
+def _chunks(rows: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    chunk: list[dict[str, Any]] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _teach(teacher: Teacher | None, row: dict[str, Any], template: str | None) -> str | None:
+    if teacher is None or template is None:
+        return None
+    return teacher.ask(row, template.removeprefix("<think>").split("</think>")[0])
+
+
 def build(cfg: ColdStartConfig, progress: Callable[[int], None] | None = None,
           teacher: Teacher | None = None) -> dict[str, Any]:
     """Write the cold-start set; returns the summary (also written as ``summary.json``, last)."""
@@ -162,44 +183,39 @@ def build(cfg: ColdStartConfig, progress: Callable[[int], None] | None = None,
     if cfg.teacher_url and teacher is None:
         teacher = Teacher(cfg)
     store = open_store(cfg.output)
-    rows = list(_select(cfg))
-    if not rows:
-        raise ConfigError(f"{cfg.dataset} has no rows" + (f" of tasks {', '.join(cfg.tasks)}" if cfg.tasks else ""))
-    templates = [template_response(r) for r in rows]
-
-    def teach(i: int) -> str | None:
-        if teacher is None or templates[i] is None:
-            return None
-        reasoning = templates[i].removeprefix("<think>").split("</think>")[0]  # type: ignore[union-attr]
-        return teacher.ask(rows[i], reasoning)
-
-    with cf.ThreadPoolExecutor(max_workers=cfg.teacher_concurrency if teacher else 1) as pool:
-        taught = list(pool.map(teach, range(len(rows))))
     out: list[dict[str, Any]] = []
     origin: dict[str, str] = {}
     counts: dict[str, Counter[str]] = {}
-    for n, (row, template, answer) in enumerate(zip(rows, templates, taught, strict=True)):
-        c = counts.setdefault(row["task"], Counter())
-        if answer is not None and accepted(answer, row):
-            response, origin[row["id"]] = answer, "teacher"
-            c["teacher"] += 1
-        elif template is not None and accepted(template, row):
-            response, origin[row["id"]] = template, "template"
-            c["template"] += 1
-            if answer is not None:
-                c["teacher_rejected"] += 1
-        else:
-            c["skipped"] += 1  # no rationale for this task
-            continue
-        images = []
-        for i, image in enumerate(row["images"]):
-            ext = image["path"].rsplit(".", 1)[-1].lower()
-            key = f"images/{row['task']}/{n:06d}-{i}.{ext if ext in _MIME else 'png'}"
-            store.write_bytes(key, image["bytes"])
-            images.append(key)
-        out.append({"instruction": row["problem"], "input": "", "output": response, "images": images})
-        if progress:
-            progress(1)
+    n = 0
+    with cf.ThreadPoolExecutor(max_workers=cfg.teacher_concurrency if teacher else 1) as pool:
+        for rows in _chunks(_select(cfg), CHUNK):  # memory holds one chunk's images, whatever the dataset size
+            templates = [template_response(r) for r in rows]
+            taught = list(pool.map(lambda rt: _teach(teacher, *rt), zip(rows, templates, strict=True)))
+            for row, template, answer in zip(rows, templates, taught, strict=True):
+                c = counts.setdefault(row["task"], Counter())
+                if answer is not None and accepted(answer, row):
+                    response, origin[row["id"]] = answer, "teacher"
+                    c["teacher"] += 1
+                elif template is not None and accepted(template, row):
+                    response, origin[row["id"]] = template, "template"
+                    c["template"] += 1
+                    if answer is not None:
+                        c["teacher_rejected"] += 1
+                else:
+                    c["skipped"] += 1  # no rationale for this task
+                    continue
+                images = []
+                for i, image in enumerate(row["images"]):
+                    ext = image["path"].rsplit(".", 1)[-1].lower()
+                    key = f"images/{row['task']}/{n:06d}-{i}.{ext if ext in _MIME else 'png'}"
+                    store.write_bytes(key, image["bytes"])
+                    images.append(key)
+                out.append({"instruction": row["problem"], "input": "", "output": response, "images": images})
+                n += 1
+                if progress:
+                    progress(1)
+    if not counts:
+        raise ConfigError(f"{cfg.dataset} has no rows" + (f" of tasks {', '.join(cfg.tasks)}" if cfg.tasks else ""))
     store.write_bytes(DATA_FILE, json.dumps(out, ensure_ascii=False, indent=1).encode() + b"\n")
     info = {"ssrl_coldstart": {"file_name": DATA_FILE, "formatting": "alpaca",
                                "columns": {"prompt": "instruction", "query": "input", "response": "output",
