@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from ssrl.dataset.shards import iter_rows
@@ -20,6 +21,7 @@ def _rgbd(folder: Path, stem: str, h: int, w: int) -> None:
     np.save(folder / f"{stem}_depth.npy", np.ascontiguousarray(depth))
 
 
+@pytest.mark.slow
 def test_sources_needing_more_than_max_upscale_are_rejected(tmp_path: Path) -> None:
     """At the default budget (min 262,144 pixels): a 12x9 image would need 51x (sides rounded up to 28), a
     150x200 RGB-D source with its depth map 3.1x; both are refused with the reason in rejects.jsonl, while a
