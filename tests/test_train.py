@@ -367,6 +367,7 @@ class SamplingProbe:
         return [0.0] * len(completions)
 
 
+@pytest.mark.slow
 def test_validation_on_heldout_split_every_eval_steps(assets: dict[str, Path], tmp_path: Path) -> None:
     """Every eval_steps: one completion per held-out prompt at temperature 0.6 / top_p 0.95 (rollouts stay at
     1.0 / 1.0), per-task accuracy as eval_accuracy/<task> in metrics.jsonl and in the progress record."""
@@ -393,3 +394,75 @@ def test_validation_on_heldout_split_every_eval_steps(assets: dict[str, Path], t
     assert set(build_progress(2, 2, val[0])["validation"]) == {k.split("/", 1)[1] for k in tasks}
     with pytest.raises(Exception, match="eval_steps needs held-out prompts"):
         TrainConfig(eval_steps=5)
+
+
+@pytest.mark.parametrize(("requested", "loaded"), [("sdpa", "sdpa"), ("eager", "eager"),
+                                                   ("flash_attention_2", "sdpa")])
+def test_attn_implementation(assets: dict[str, Path], requested: str, loaded: str,
+                             caplog: pytest.LogCaptureFixture) -> None:
+    """The kernel reaches the loaded model; flash_attention_2 without a GPU (or flash-attn) falls back to sdpa,
+    saying so."""
+    from ssrl.recipes.train_grpo import TrainConfig, load_model_and_processor
+
+    cfg = TrainConfig(model=str(assets["model"]), attn_implementation=requested, min_pixels=3136, max_pixels=12544)
+    model, _ = load_model_and_processor(cfg, str(assets["model"]), gpu=False)
+    assert model.config._attn_implementation == loaded
+    assert ("using sdpa" in caplog.text) == (requested != loaded)
+    with pytest.raises(Exception, match="attn_implementation must be"):
+        TrainConfig(attn_implementation="flash")
+
+
+@pytest.mark.slow
+def test_sft_lora_merge_then_grpo_loads_merged(assets: dict[str, Path], tmp_path: Path) -> None:
+    """ssrl sft --merge: the adapter folded into the base weights, committed as <output>/merged; it loads with the
+    plain from_pretrained, computes what base + adapter computes, and GRPO starts from it."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText
+
+    from ssrl.recipes.train_grpo import TrainConfig, main
+
+    data = write_sft_rows(assets["tasks"], tmp_path, "crop")
+    out = tmp_path / "sft"
+    r = subprocess.run([sys.executable, "-m", "ssrl", "sft", "--model", str(assets["model"]), "--data", str(data),
+                        "--output", str(out), "--max-steps", "2", "--merge", "--set", "lora_r=4",
+                        "--set", "per_device_train_batch_size=2", "--set", "gradient_accumulation_steps=1",
+                        "--set", "min_pixels=3136", "--set", "max_pixels=12544", "--set", "save_steps=2",
+                        "--set", "learning_rate=1e-2", "--set", "report_to=[]"],
+                       capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "merged model" in r.stdout
+    merged_files = open_store(out / "merged").list("")
+    assert "model.safetensors" in merged_files and "_COMMIT.json" in merged_files
+    assert not any("adapter" in k for k in merged_files)
+    merged = AutoModelForImageTextToText.from_pretrained(out / "merged")
+    base = AutoModelForImageTextToText.from_pretrained(assets["model"])
+    adapted = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(assets["model"]), out / "step-2")
+    ids = torch.tensor([[5, 17, 42, 99, 7, 3]])
+    with torch.no_grad():
+        want, got, before = (m(input_ids=ids).logits for m in (adapted, merged, base))
+    assert torch.allclose(got, want, atol=1e-4) and not torch.allclose(got, before, atol=1e-4)
+    cfg = TrainConfig(model=str(out / "merged"), dataset=str(assets["tasks"]), output=str(tmp_path / "grpo"),
+                      max_steps=1, save_steps=1, max_completion_length=8, min_pixels=3136, max_pixels=12544,
+                      per_device_train_batch_size=4, num_generations=2, report_to=[])
+    assert main(cfg)["global_step"] == 1
+    r = subprocess.run([sys.executable, "-m", "ssrl", "sft", "--data", str(data), "--merge"], capture_output=True,
+                       text=True, env=ENV)
+    assert r.returncode == 2 and "merge needs lora_r" in r.stderr
+
+
+@pytest.mark.slow
+def test_wandb_offline_report(assets: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """report_to=[wandb] (the ssrl[wandb] extra) logs the run; WANDB_MODE=offline keeps it on disk, no network."""
+    pytest.importorskip("wandb")
+    from ssrl.recipes.train_grpo import TrainConfig, main
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_PROJECT", "ssrl-test")
+    cfg = TrainConfig(model=str(assets["model"]), dataset=str(assets["tasks"]), output=str(tmp_path / "run"),
+                      max_steps=1, save_steps=1, max_completion_length=8, min_pixels=3136, max_pixels=12544,
+                      per_device_train_batch_size=4, num_generations=2, report_to=["wandb"])
+    main(cfg)
+    runs = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1 and runs[0].stat().st_size > 0

@@ -48,15 +48,19 @@ def sft(
     data: str | None = typer.Option(None, "--data", help="Conversations file (LLaMA-Factory or chat rows)."),
     output: str | None = typer.Option(None, "--output", "-o", help="Run folder in the store."),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after N optimiser steps."),
+    merge: bool | None = typer.Option(None, "--merge", help="With LoRA: merge the adapter into the base weights, "
+                                      "committed as <output>/merged (the model GRPO starts from)."),
     overrides: list[str] | None = typer.Option(None, "--set", "-s", help="Override any field: key=value."),
 ) -> None:
     """Supervised cold start on reasoning traces (optional; the paper uses ~3.6k) with TRL's SFT trainer."""
     from ssrl.recipes.sft import SFTRunConfig, main
 
-    cfg = load_config(SFTRunConfig, config, overrides, model=model, data=data, output=output, max_steps=max_steps)
+    cfg = load_config(SFTRunConfig, config, overrides, model=model, data=data, output=output, max_steps=max_steps,
+                      merge=merge)
     result = main(cfg)
     out.print(f"SFT to step {result['global_step']} (loss {result['losses'][0]:.3f} -> {result['losses'][-1]:.3f}); "
-              f"committed checkpoints {result['checkpoints']}")
+              f"committed checkpoints {result['checkpoints']}" + (f"; merged model {result['merged']}"
+                                                                  if result.get("merged") else ""))
 
 
 def tiny_model(

@@ -64,8 +64,30 @@ def vision_token_ids(model_config: Any) -> list[int]:
     return sorted(i for i in ids if isinstance(i, int))
 
 
+ATTENTION = ("sdpa", "flash_attention_2", "eager")
+
+
+def resolve_attention(requested: str, gpu: bool) -> str:
+    """The attention kernel to load with: ``flash_attention_2`` needs a CUDA GPU and the ``flash-attn`` package
+    (``pip install 'ssrl[flash]'``); without them PyTorch's fused ``sdpa`` stands in, with a warning. ``eager``
+    is the fallback for a model without an sdpa path (``load_model_and_processor`` retries with it)."""
+    import importlib.util
+    import logging
+
+    if requested not in ATTENTION:
+        raise ValueError(f"attn_implementation must be one of {ATTENTION}, got {requested!r}")
+    if requested == "flash_attention_2" and not (gpu and importlib.util.find_spec("flash_attn")):
+        logging.getLogger(__name__).warning("flash_attention_2 needs a CUDA GPU and flash-attn (%s); using sdpa",
+                                            "no GPU" if not gpu else "flash-attn not installed")
+        return "sdpa"
+    return requested
+
+
 def load_model_and_processor(path: str, *, min_pixels: int, max_pixels: int, bf16: bool = False,
-                             trust_remote_code: bool = False, freeze_vision: bool = False) -> tuple[Any, Any]:
+                             trust_remote_code: bool = False, freeze_vision: bool = False,
+                             attn_implementation: str = "sdpa") -> tuple[Any, Any]:
+    import logging
+
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -80,8 +102,15 @@ def load_model_and_processor(path: str, *, min_pixels: int, max_pixels: int, bf1
             if getattr(image_processor, attr, None) is not None:
                 setattr(image_processor, attr, None)
     dtype = torch.bfloat16 if bf16 else torch.float32
-    model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code,
-                                                        use_safetensors=True)
+    kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code, "use_safetensors": True}
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(path, attn_implementation=attn_implementation, **kwargs)
+    except (ValueError, ImportError) as e:
+        if attn_implementation == "eager" or "attention" not in str(e).lower().replace("attn", "attention"):
+            raise
+        logging.getLogger(__name__).warning("%s attention unavailable for %s (%s); using eager", attn_implementation,
+                                            path, str(e).splitlines()[0])
+        model = AutoModelForImageTextToText.from_pretrained(path, attn_implementation="eager", **kwargs)
     if freeze_vision:
         for name, param in model.named_parameters():
             if "visual" in name or "vision_tower" in name:

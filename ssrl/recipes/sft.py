@@ -41,17 +41,23 @@ class SFTRunConfig:
     max_pixels: int = 262_144
     lora_r: int = 0
     """The paper uses LoRA rank 128 on all linear layers (then merges); 0 = full fine-tuning."""
+    merge: bool = False
+    """With lora_r: merge the adapter into the base weights after training and commit the merged model to
+    ``<output>/merged``, a plain model folder GRPO loads with ``from_pretrained`` (the paper's flow)."""
     save_steps: int = 50
     keep_checkpoints: int = 3
     bf16: str = "auto"
     gradient_checkpointing: str = "auto"
     seed: int = 0
     trust_remote_code: bool = False
+    attn_implementation: str = "sdpa"
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
 
     def __post_init__(self) -> None:
         if self.max_length < 64:
             raise ConfigError(f"max_length must be >= 64, got {self.max_length}")
+        if self.merge and not self.lora_r:
+            raise ConfigError("merge needs lora_r > 0: full fine-tuning already saves plain weights")
 
 
 def read_conversations(path: str | Path) -> list[dict[str, Any]]:
@@ -105,7 +111,13 @@ def main(cfg: SFTRunConfig) -> dict[str, Any]:
     from trl import SFTConfig, SFTTrainer
 
     from ssrl.recipes.callbacks import StoreCheckpointCallback
-    from ssrl.recipes.modeling import load_model_and_processor, lora_config, resolve_model, run_scratch
+    from ssrl.recipes.modeling import (
+        load_model_and_processor,
+        lora_config,
+        resolve_attention,
+        resolve_model,
+        run_scratch,
+    )
     from ssrl.recipes.train_grpo import bf16_weights, flag
     from ssrl.store import open_store
     from ssrl.store.checkpoints import list_steps
@@ -117,7 +129,8 @@ def main(cfg: SFTRunConfig) -> dict[str, Any]:
     model, processor = load_model_and_processor(resolve_model(cfg.model, scratch), min_pixels=cfg.min_pixels,
                                                 max_pixels=cfg.max_pixels,
                                                 bf16=bf16_weights(flag(cfg.bf16, gpu), "none", cfg.lora_r),
-                                                trust_remote_code=cfg.trust_remote_code)
+                                                trust_remote_code=cfg.trust_remote_code,
+                                                attn_implementation=resolve_attention(cfg.attn_implementation, gpu))
     dataset = datasets.Dataset.from_list(rows).cast_column("images", datasets.Sequence(datasets.Image()))
     peft_config = lora_config(cfg.lora_r)
     args = SFTConfig(
@@ -136,5 +149,22 @@ def main(cfg: SFTRunConfig) -> dict[str, Any]:
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     if not losses:
         raise SSRLError("SFT logged no loss")
+    merged = merge_adapter(trainer, processor, scratch / "merged", cfg.output) if cfg.merge else None
     return {"global_step": trainer.state.global_step, "losses": losses,
-            "checkpoints": list_steps(open_store(cfg.output))}
+            "checkpoints": list_steps(open_store(cfg.output)), "merged": merged}
+
+
+def merge_adapter(trainer: Any, processor: Any, local: Path, output: str) -> str | None:
+    """Fold the LoRA adapter into the base weights (W + B A x alpha/r), save safetensors with the processor and
+    commit the folder to ``<output>/merged``; returns its URL (None on ranks other than 0)."""
+    from ssrl.store import open_store
+    from ssrl.store.models import push_model
+
+    if not trainer.is_world_process_zero():
+        return None
+    merged = trainer.model.merge_and_unload()
+    merged.save_pretrained(local, safe_serialization=True)
+    processor.save_pretrained(local)
+    store = open_store(output.rstrip("/") + "/merged")
+    push_model(local, store)
+    return store.url

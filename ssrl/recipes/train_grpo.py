@@ -108,7 +108,10 @@ class TrainConfig:
     resume: str = "none"
     """none, auto (latest committed step in ``output``), or a step number."""
     trust_remote_code: bool = False
+    attn_implementation: str = "sdpa"
+    """sdpa, flash_attention_2 (a CUDA GPU and ``ssrl[flash]``; else sdpa with a warning) or eager."""
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    """tensorboard, wandb (``pip install 'ssrl[wandb]'``; WANDB_* variables, WANDB_MODE=offline without network)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Any other GRPOConfig field, passed through (e.g. {scale_rewards: batch})."""
 
@@ -140,6 +143,9 @@ class TrainConfig:
             problems.append(f"steps_per_generation ({self.steps_per_generation}) must be a multiple of "
                             f"gradient_accumulation_steps ({self.gradient_accumulation_steps}): whole updates per "
                             "rollout")
+        if self.attn_implementation not in ("sdpa", "flash_attention_2", "eager"):
+            problems.append(f"attn_implementation must be sdpa, flash_attention_2 or eager, got "
+                            f"{self.attn_implementation!r}")
         if self.limit_images < 1:
             problems.append(f"limit_images must be >= 1, got {self.limit_images}")
         if self.dataset_wait < 0:
@@ -253,10 +259,12 @@ def bf16_weights(bf16: bool, deepspeed: str, lora_r: int) -> bool:
 
 def load_model_and_processor(cfg: TrainConfig, path: str, gpu: bool) -> tuple[Any, Any]:
     from ssrl.recipes.modeling import load_model_and_processor as load
+    from ssrl.recipes.modeling import resolve_attention
 
     return load(path, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels,
                 bf16=bf16_weights(flag(cfg.bf16, gpu), cfg.deepspeed, cfg.lora_r),
-                trust_remote_code=cfg.trust_remote_code, freeze_vision=cfg.freeze_vision)
+                trust_remote_code=cfg.trust_remote_code, freeze_vision=cfg.freeze_vision,
+                attn_implementation=resolve_attention(cfg.attn_implementation, gpu))
 
 
 def validation_sampling(trainer: Any, temperature: float, top_p: float, accuracy: Any) -> None:
