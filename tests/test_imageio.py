@@ -301,6 +301,7 @@ def _fast_cases() -> dict[str, bytes]:
         "jpeg drafted 1/4 (large, turned)": jpeg_with_orientation(np.tile(rgb, (6, 6, 1)), 6),
         "png rgb": encode(Image.fromarray(rgb), "PNG"),
         "png rgba (partly transparent)": encode(Image.fromarray(rgba), "PNG"),
+        "png rgba (opaque)": encode(Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])), "PNG"),
         "png grey": encode(Image.fromarray(rgb[..., 0]), "PNG"),
     }
     return cases

@@ -27,7 +27,7 @@ from scipy import ndimage
 from ssrl.dataset.generate import GenerateConfig, _Context, process_source
 from ssrl.sources.discover import Source
 from ssrl.tasks import flip, shuffle
-from ssrl.tasks.base import BLOCK, grid_patches
+from ssrl.tasks.base import BLOCK, grid_views
 
 #: 476x588: multiples of 28 inside the pixel budget, so the source's pixels reach the task unresampled (the
 #: case where its block grid survives); half of each side (238, 294) is not a multiple of 8.
@@ -98,7 +98,7 @@ def test_block_grid_does_not_reveal_the_flipped_patch(tmp_path: Path, monkeypatc
     assert accuracy(aligned) == pytest.approx(share_zero) and accuracy(aligned) <= 0.5
 
     # the same sources with patch sides off the block grid (the geometry before the fix): the detector works
-    monkeypatch.setattr(flip, "grid_patches", functools.partial(grid_patches, block=1))
+    monkeypatch.setattr(flip, "grid_views", functools.partial(grid_views, block=1))
     off_grid = flip_samples(tmp_path, n)
     assert [m["patch_hw"] for _, m in off_grid] == [[H // 2, W // 2]] * n
     assert accuracy(off_grid) >= 0.9

@@ -261,10 +261,12 @@ def _decode_cv2(data: bytes, img: Image.Image, need_hw: tuple[int, int] | None) 
         return None
     if arr.ndim == 2:
         arr = np.repeat(arr[..., None], 3, axis=2)
+    elif arr.shape[2] == 4 and arr[..., 3].min() == 255:  # opaque (many RGBA PNGs): drop alpha while reordering
+        arr = cv2.cvtColor(arr, cv2.COLOR_BGRA2RGB)
+    elif arr.shape[2] == 4:
+        arr = _over_white(cv2.cvtColor(arr, cv2.COLOR_BGRA2RGBA))
     elif bgr:
-        arr = cv2.cvtColor(arr, cv2.COLOR_BGRA2RGBA if arr.shape[2] == 4 else cv2.COLOR_BGR2RGB)
-    if arr.shape[2] == 4:
-        arr = _over_white(arr)
+        arr = cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
     orientation = _orientation(img)
     return np.ascontiguousarray(_ORIENT[orientation](arr)) if orientation != 1 else np.ascontiguousarray(arr)
 

@@ -210,11 +210,25 @@ def assemble(patches: np.ndarray, rows: int, cols: int) -> np.ndarray:
     return patches.reshape(rows, cols, ph, pw, c).swapaxes(1, 2).reshape(rows * ph, cols * pw, c)
 
 
-def pad_to(image: np.ndarray, hw: tuple[int, int], value: int = 255) -> np.ndarray:
-    """Fill the dropped remainder back (white) so the output keeps the scene's size and needs no resize."""
+def grid_views(image: np.ndarray, rows: int, cols: int, block: int = BLOCK) -> tuple[list[np.ndarray], int, int]:
+    """The patches of ``grid_patches`` as views (no copy), row-major."""
     h, w = image.shape[:2]
-    if (h, w) == tuple(hw):
-        return image
-    out = np.full((hw[0], hw[1], image.shape[2]), value, dtype=image.dtype)
-    out[:h, :w] = image
+    ph, pw = aligned(h // rows, block), aligned(w // cols, block)
+    if ph < 1 or pw < 1:
+        raise reject(f"image {w}x{h} too small for a {rows}x{cols} grid")
+    return [image[r * ph : (r + 1) * ph, c * pw : (c + 1) * pw] for r in range(rows) for c in range(cols)], ph, pw
+
+
+def compose(shown: list[np.ndarray | None], cols: int, hw: tuple[int, int]) -> np.ndarray:
+    """A new (H, W, 3) image with ``shown[k]`` in grid slot k (row-major); None slots and the remainder white.
+
+    One pass over the output instead of assembling patches and padding them (each a full-image copy).
+    """
+    ph, pw = next(p.shape[:2] for p in shown if p is not None)
+    rows = len(shown) // cols
+    out = np.empty((hw[0], hw[1], 3), np.uint8)
+    out[rows * ph :], out[: rows * ph, cols * pw :] = 255, 255
+    for k, patch in enumerate(shown):
+        r, c = divmod(k, cols)
+        out[r * ph : (r + 1) * ph, c * pw : (c + 1) * pw] = 255 if patch is None else patch
     return out

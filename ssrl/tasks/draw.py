@@ -45,11 +45,15 @@ def _text_box(xy: tuple[int, int], text: str, fnt: ImageFont.FreeTypeFont | Imag
     return (xy[0] + int(left) - 2, xy[1] + int(top) - 2, xy[0] + int(right) + 3, xy[1] + int(bottom) + 3)
 
 
-def label_grid(image: np.ndarray, rows: int, cols: int, labels: list[int], border: int = 2) -> np.ndarray:
-    """Draw a border inside every patch edge and its label at the top-left, white text with black outline."""
+def label_grid(image: np.ndarray, rows: int, cols: int, labels: list[int], border: int = 2, *,
+               copy: bool = True) -> np.ndarray:
+    """Draw a border inside every patch edge and its label at the top-left, white text with black outline.
+
+    With ``copy=False`` the drawing goes into ``image`` itself (a task's own fresh canvas, or a view of it).
+    """
     h, w = image.shape[:2]
     ph, pw = h // rows, w // cols
-    canvas = image.copy()
+    canvas = image.copy() if copy else image
     size = max(10, ph // 8)
     offset = max(4, min(10, ph // 20))
     fnt, stroke = font(size), max(1, size // 12)

@@ -17,10 +17,9 @@ from ssrl.tasks.base import (
     SEQ_SEP,
     Sample,
     Scene,
-    assemble,
-    grid_patches,
+    compose,
+    grid_views,
     mean_abs_diff,
-    pad_to,
     question,
     reject,
     verify_exact,
@@ -59,7 +58,7 @@ def flip_patch(patch: np.ndarray, direction: str) -> np.ndarray:
 
 
 def generate(scene: Scene, rng: np.random.Generator, cfg: Config = Config()) -> Sample:
-    patches, ph, pw = grid_patches(scene.image, cfg.rows, cfg.cols)
+    patches, ph, pw = grid_views(scene.image, cfg.rows, cfg.cols)
     if min(ph, pw) < cfg.min_patch:
         raise reject(f"flip: patches {pw}x{ph} px are smaller than min_patch={cfg.min_patch}")
     n = len(patches)
@@ -70,9 +69,9 @@ def generate(scene: Scene, rng: np.random.Generator, cfg: Config = Config()) -> 
                      None)
     if direction is None:
         raise reject(f"flip: some patch looks the same when flipped (change < {cfg.min_change} grey levels)")
-    patches[index] = flip_patch(patches[index], direction)
-    image = pad_to(label_grid(assemble(patches, cfg.rows, cfg.cols), cfg.rows, cfg.cols, list(range(n))),
-                   scene.image.shape[:2])
+    shown = [flip_patch(p, direction) if k == index else p for k, p in enumerate(patches)]
+    image = compose(shown, cfg.cols, scene.image.shape[:2])
+    label_grid(image[: cfg.rows * ph, : cfg.cols * pw], cfg.rows, cfg.cols, list(range(n)), copy=False)
     if cfg.ask_direction:
         ask = ("Give its label and the direction of the flip (horizontal = mirrored left-right, vertical = upside"
                f" down) separated by a comma and a space, for example \\boxed{{1{SEQ_SEP}vertical}}.")

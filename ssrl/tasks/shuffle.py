@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ssrl.errors import ConfigError
-from ssrl.tasks.base import Sample, Scene, assemble, grid_patches, pad_to, question, reject, seq, verify_exact
+from ssrl.tasks.base import Sample, Scene, compose, grid_views, question, reject, seq, verify_exact
 from ssrl.tasks.draw import label_grid
 
 NAME = "shuffle"
@@ -32,20 +32,20 @@ class Config:
 
 
 def generate(scene: Scene, rng: np.random.Generator, cfg: Config = Config()) -> Sample:
-    patches, ph, pw = grid_patches(scene.image, cfg.rows, cfg.cols)
+    patches, ph, pw = grid_views(scene.image, cfg.rows, cfg.cols)
     if min(ph, pw) < cfg.min_patch:
         raise reject(f"shuffle: patches {pw}x{ph} px are smaller than min_patch={cfg.min_patch}")
     n = cfg.rows * cfg.cols
     perm = rng.permutation(n)
     while np.array_equal(perm, np.arange(n)):  # the identity is no puzzle
         perm = rng.permutation(n)
-    shown = patches[perm]
+    shown: list[np.ndarray | None] = [patches[i] for i in perm]
     blank = None
     if cfg.mosaic:
         blank = int(rng.integers(n))
-        shown[blank] = 255
-    image = pad_to(label_grid(assemble(shown, cfg.rows, cfg.cols), cfg.rows, cfg.cols, list(range(n))),
-                   scene.image.shape[:2])
+        shown[blank] = None  # left white
+    image = compose(shown, cfg.cols, scene.image.shape[:2])
+    label_grid(image[: cfg.rows * ph, : cfg.cols * pw], cfg.rows, cfg.cols, list(range(n)), copy=False)
     blank_text = (" One patch has been replaced by a blank white patch; it keeps its label and still has a"
                   " correct position.") if cfg.mosaic else ""
     body = (
