@@ -17,10 +17,10 @@ import pytest
 from ssrl.dataset.coldstart import ColdStartConfig, Teacher, build, template_response
 from ssrl.dataset.generate import GenerateConfig, run
 from ssrl.dataset.shards import iter_rows
-from ssrl.errors import SSRLError
+from ssrl.errors import ConfigError, SSRLError
 from ssrl.recipes.sft import read_conversations
 from ssrl.sources.synth import SynthConfig, synthesize
-from ssrl.tasks import get_task
+from ssrl.tasks import _KNOWN, _loaded, get_task, register_task
 from ssrl.tasks.base import IMAGE_TOKEN, format_ok
 from tests.test_cli import ssrl
 
@@ -65,6 +65,24 @@ def test_contract_every_row_passes_format_and_verify(dataset: Path, tmp_path: Pa
     small = build(ColdStartConfig(dataset=str(dataset), output=str(tmp_path / "small"), per_task=1,
                                   tasks=["crop", "position"]))
     assert small["rows"] == 2 and set(small["tasks"]) == {"crop", "position"}
+
+
+def test_tasks_without_a_rationale_are_skipped_and_counted(tmp_path: Path) -> None:
+    """A plug-in task may have no rationale: its rows are left out and counted, the others still written; a
+    task this process does not know is a one-line config error."""
+    synthesize(tmp_path / "src", 2, seed=3, cfg=SynthConfig(width=224, height=168))
+    register_task("shuffle3x3", "tests.tasks.extra_task", clobber=True)
+    try:
+        run(GenerateConfig(inputs=[str(tmp_path / "src")], output=str(tmp_path / "ds"),
+                           tasks=["shuffle3x3", "flip"], min_pixels=3136, max_pixels=50176))
+        summary = build(ColdStartConfig(dataset=str(tmp_path / "ds"), output=str(tmp_path / "cs")))
+        assert summary["tasks"] == {"flip": {"template": 2}, "shuffle3x3": {"skipped": 2}}
+        assert summary["rows"] == 2
+    finally:  # the registry is process-wide: leave it as other tests expect it
+        _KNOWN.pop("shuffle3x3")
+        _loaded.pop("shuffle3x3", None)
+    with pytest.raises(ConfigError, match="task 'shuffle3x3' is not registered in this process"):
+        build(ColdStartConfig(dataset=str(tmp_path / "ds"), output=str(tmp_path / "cs2")))
 
 
 KINDS = ("right", "wrong_answer", "no_think", "box_in_think")

@@ -89,7 +89,12 @@ def accepted(response: str, row: dict[str, Any]) -> bool:
 
 def template_response(row: dict[str, Any]) -> str | None:
     """The deterministic trace of a row, or None when its task has no ``rationale``."""
-    rationale = getattr(get_task(row["task"]), "rationale", None)
+    try:
+        module = get_task(row["task"])
+    except ValueError:
+        raise ConfigError(f"row {row['id']}: task {row['task']!r} is not registered in this process "
+                          "(register_task it before ssrl coldstart)") from None
+    rationale = getattr(module, "rationale", None)
     if rationale is None:
         return None
     return respond(rationale(json.loads(row["meta"])), row["answer"])
