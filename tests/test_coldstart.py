@@ -183,6 +183,8 @@ def test_an_unreachable_or_refusing_teacher_is_one_line(dataset: Path, tmp_path:
     assert r.returncode == 1 and "teacher http://127.0.0.1:9/v1/chat/completions unreachable" in r.stderr
     assert "Traceback" not in r.stderr and r.stderr.strip().splitlines()[-1].startswith("error: teacher")
     assert not (tmp_path / "cs" / "coldstart.json").exists()
+    r = ssrl("coldstart", str(dataset), "-o", str(tmp_path / "cs"), "--tasks", "crop,nope")
+    assert r.returncode == 2 and "tasks: unknown ['nope']" in r.stderr and "Traceback" not in r.stderr
     FakeTeacher.fail_next = 0
     with pytest.raises(SSRLError, match=r"chat/completions answered HTTP 404"):  # 4xx: not retried
         build(ColdStartConfig(dataset=str(dataset), output=str(tmp_path / "cs"), per_task=1,

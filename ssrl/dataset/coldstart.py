@@ -30,7 +30,7 @@ from typing import Any
 from ssrl.dataset.shards import iter_rows
 from ssrl.errors import ConfigError, SSRLError
 from ssrl.store import open_store
-from ssrl.tasks import get_task
+from ssrl.tasks import available_tasks, get_task
 from ssrl.tasks.base import IMAGE_TOKEN, format_ok
 
 #: Environment variables holding the teacher's API key, first set wins (never a flag: flags end up in logs).
@@ -65,6 +65,9 @@ class ColdStartConfig:
         problems = []
         if self.per_task is not None and self.per_task < 1:
             problems.append(f"per_task must be >= 1, got {self.per_task}")
+        unknown = [t for t in self.tasks or [] if t not in available_tasks()]
+        if unknown:
+            problems.append(f"tasks: unknown {unknown}; known tasks: {', '.join(available_tasks())}")
         if self.teacher_concurrency < 1:
             problems.append(f"teacher_concurrency must be >= 1, got {self.teacher_concurrency}")
         if self.teacher_url is not None and not self.teacher_url.startswith(("http://", "https://")):
@@ -182,9 +185,6 @@ def _teach(teacher: Teacher | None, row: dict[str, Any], template: str | None) -
 def build(cfg: ColdStartConfig, progress: Callable[[int], None] | None = None,
           teacher: Teacher | None = None) -> dict[str, Any]:
     """Write the cold-start set; returns the summary (also written as ``summary.json``, last)."""
-    if cfg.tasks:
-        for t in cfg.tasks:
-            get_task(t)  # unknown names fail here, before any work
     if cfg.teacher_url and teacher is None:
         teacher = Teacher(cfg)
     store = open_store(cfg.output)
