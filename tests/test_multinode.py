@@ -151,7 +151,7 @@ def test_two_nodes_resume_equals_uninterrupted(minio, assets: dict[str, Path], t
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """Kill both nodes after a committed step, restart on empty scratch: the next steps' loss and the final weights
     equal an uninterrupted seeded run's. Node 1's optimizer shard exists only on node 1's disk, so it must reach the
-    store and come back to node 1."""
+    store and come back to node 1 (under ZeRO-3 its parameter shard too)."""
     import torch
 
     for k, v in minio.env().items():
@@ -159,9 +159,8 @@ def test_two_nodes_resume_equals_uninterrupted(minio, assets: dict[str, Path], t
     steps = ["--max-steps", "4", "--set", "save_steps=1", "--set", "keep_checkpoints=2", "--deepspeed", stage]
     ref_url, cut_url = f"s3://runs/{stage}-ref", f"s3://runs/{stage}-cut"
     wait_all(launch_nodes(assets, minio, ref_url, tmp_path / "ref", *steps), tmp_path / "ref")
-
-    procs = launch_nodes(assets, minio, cut_url, tmp_path / "cut", *steps)
     cut = open_store(cut_url)
+    procs = launch_nodes(assets, minio, cut_url, tmp_path / "cut", *steps)
     deadline = time.time() + 300
     while latest_step(cut) is None:
         assert all(p.poll() is None for p in procs), f"a node exited early:\n{tail(tmp_path / 'cut', 1)}"
@@ -184,7 +183,7 @@ def test_two_nodes_resume_equals_uninterrupted(minio, assets: dict[str, Path], t
         after = {s: v for s, v in logged(cut_state, key).items() if s > done}
         assert after, f"no {key} logged after the resume"
         ref = {s: logged(ref_state, key)[s] for s in after}
-        # Same seed, same world size, same gloo reduction order, one thread per rank: bit-exact on this machine.
+        # Same seed, world size, gloo reduction order, one thread per rank: bit-exact here (measured max |diff| 0).
         # The tolerance only absorbs float32 rounding if a kernel's accumulation order changed on other hardware.
         assert after == pytest.approx(ref, rel=1e-5, abs=1e-7), key
     first = weights(ref_url, 4, tmp_path / "w-ref")
@@ -202,6 +201,31 @@ def test_two_nodes_resume_equals_uninterrupted(minio, assets: dict[str, Path], t
     for node in (0, 1):
         kept = sorted(p.name for p in (tmp_path / "cut" / f"node-{node}" / "trainer").glob("checkpoint-*"))
         assert kept == ["checkpoint-3", "checkpoint-4"], (node, kept)
+
+
+def test_resumed_epoch_draws_the_uninterrupted_prompt_order() -> None:
+    """A run resumed in its third epoch skips the first two without drawing them: TRL's sampler, seeded once, then
+    gave it the first epoch's order again. With ``seed_each_epoch`` it draws what an uninterrupted run draws."""
+    from types import SimpleNamespace
+
+    from trl.trainer.utils import RepeatSampler
+
+    from ssrl.recipes.train_grpo import seed_each_epoch
+
+    def sampler():
+        return RepeatSampler(range(16), mini_repeat_count=2, seed=3)
+
+    plain = sampler()  # TRL alone, never interrupted: one draw per epoch
+    orders = [list(plain) for _ in range(3)]
+    trainer = SimpleNamespace(_get_train_sampler=sampler)
+    seed_each_epoch(trainer)
+    uninterrupted = trainer._get_train_sampler()
+    for epoch in range(3):
+        uninterrupted.set_epoch(epoch)  # what the Trainer does at every epoch
+        assert list(uninterrupted) == orders[epoch]
+    resumed = trainer._get_train_sampler()
+    resumed.set_epoch(2)
+    assert list(resumed) == orders[2] != orders[0]
 
 
 def sent_bytes(minio) -> float:

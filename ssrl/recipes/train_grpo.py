@@ -289,6 +289,29 @@ def validation_sampling(trainer: Any, temperature: float, top_p: float, accuracy
     trainer.evaluate = run
 
 
+def seed_each_epoch(trainer: Any) -> None:
+    """Give TRL's ``RepeatSampler`` the ``set_epoch`` the Trainer calls at every epoch, so that a resumed run draws
+    each epoch's prompt order exactly as an uninterrupted one. The sampler draws every epoch from one generator seeded
+    once; a run resumed in epoch k skips the earlier epochs without drawing them, so it got epoch 0's order again.
+    ``set_epoch(k)`` reseeds and discards k draws: the uninterrupted order is unchanged."""
+    import torch
+
+    make = trainer._get_train_sampler
+
+    def sampler(*args: Any, **kwargs: Any) -> Any:
+        s = make(*args, **kwargs)
+        if getattr(s, "generator", None) is not None and s.seed is not None and not hasattr(s, "set_epoch"):
+            def set_epoch(epoch: int) -> None:
+                s.generator.manual_seed(s.seed)
+                for _ in range(epoch):
+                    torch.randperm(s.num_samples, generator=s.generator)
+
+            s.set_epoch = set_epoch
+        return s
+
+    trainer._get_train_sampler = sampler
+
+
 def run_metadata(cfg: TrainConfig) -> dict[str, Any]:
     """What every checkpoint records next to its weights, so a resume can tell what changed."""
     from ssrl.tasks import available_tasks
@@ -347,6 +370,7 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
                                 holdout=0.0 if cfg.val_dataset else cfg.holdout, split="holdout")
     trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=dataset, eval_dataset=val,
                           processing_class=processor, peft_config=peft_config)
+    seed_each_epoch(trainer)
     validation_sampling(trainer, cfg.val_temperature, cfg.val_top_p, accuracy)
     resume_step = int(resume_from.name.split("-")[-1]) if resume_from else None
     metrics = MetricsCallback(scratch / "trainer" / "metrics.jsonl", accuracy, cfg.output, resume_step)
