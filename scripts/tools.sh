@@ -5,6 +5,7 @@
 #   scripts/tools.sh            build everything, print the bin folders
 #   scripts/tools.sh minio      build one tool (minio, weed, helm, kubectl, etcd, kube, training-operator, kwok)
 #   scripts/tools.sh cluster    build the cluster tier's servers (etcd, kube-*, training operator, KWOK)
+#   scripts/tools.sh realnode   the opt-in real-node tier (kubelet, kube-proxy, CoreDNS); not part of "all"
 #   scripts/tools.sh --path     print a PATH fragment with every tool's bin folder
 set -euo pipefail
 
@@ -31,6 +32,10 @@ TRAINING_OPERATOR_MODULE=github.com/kubeflow/training-operator/cmd/training-oper
 TRAINING_OPERATOR_VERSION=v1.9.0
 KWOK_MODULE=sigs.k8s.io/kwok/cmd/kwok
 KWOK_VERSION=v0.7.0
+# The real-node tier (tests/realnode.py, opt-in): kubelet and kube-proxy from the same build module as the other
+# kube servers (they build with CGO off), and CoreDNS so Service names resolve inside pods.
+COREDNS_MODULE=github.com/coredns/coredns
+COREDNS_VERSION=v1.12.1
 
 CACHE=${SSRL_TOOLS_CACHE:-$HOME/.cache/ssrl-tools}
 
@@ -156,6 +161,13 @@ training_operator() {
 }
 kwok() { build kwok "$KWOK_MODULE" "$KWOK_VERSION" kwok; }
 cluster() { etcd; kube; training_operator; kwok; }
+# A separate bin folder (own .complete stamp), so the control plane's cached build is not redone.
+kubelet() {
+  LDFLAGS="$(kube_ldflags) -s -w" build_module kubelet "$KUBE_VERSION" "$(kube_gomod)" "" \
+    k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
+}
+coredns() { build coredns "$COREDNS_MODULE" "$COREDNS_VERSION" coredns; }
+realnode() { kubelet; coredns; }
 
 case "${1:-all}" in
   minio) minio ;;
@@ -167,11 +179,15 @@ case "${1:-all}" in
   training-operator) training_operator ;;
   kwok) kwok ;;
   cluster) cluster ;;
+  kubelet|kube-proxy) kubelet ;;
+  coredns) coredns ;;
+  realnode) realnode ;;
   all) minio; weed; helm; kubectl; cluster ;;
   --path)
     echo "$(bin_dir minio "$MINIO_VERSION"):$(bin_dir seaweedfs "$WEED_VERSION"):$(bin_dir helm "$HELM_VERSION"):$(
       bin_dir kubectl "$KUBE_VERSION"):$(
       bin_dir etcd "$ETCD_VERSION"):$(bin_dir kubernetes "$KUBE_VERSION"):$(
-      bin_dir training-operator "$TRAINING_OPERATOR_VERSION"):$(bin_dir kwok "$KWOK_VERSION")" ;;
-  *) echo "usage: $0 [minio|weed|helm|kubectl|etcd|kube|training-operator|kwok|cluster|all|--path]" >&2; exit 2 ;;
+      bin_dir training-operator "$TRAINING_OPERATOR_VERSION"):$(bin_dir kwok "$KWOK_VERSION"):$(
+      bin_dir kubelet "$KUBE_VERSION"):$(bin_dir coredns "$COREDNS_VERSION")" ;;
+  *) echo "usage: $0 [minio|weed|helm|kubectl|etcd|kube|training-operator|kwok|cluster|realnode|kubelet|coredns|all|--path]" >&2; exit 2 ;;
 esac
