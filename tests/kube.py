@@ -28,6 +28,9 @@ from tests.servers import free_port, tool
 
 KUBE_TOOLS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "training-operator.v1", "kwok")
 GPU_NODES = ("gpu-node-0", "gpu-node-1", "gpu-node-2", "gpu-node-3")
+#: A node without GPUs (and more CPU and memory, which the scheduler's scoring favours): a pod landing on a GPU
+#: node then shows its GPU request was honoured, not that no other node existed.
+CPU_NODES = ("cpu-node-0",)
 LOG_LINES = ("ssrl train: step 1/2 reward 0.10", "ssrl train: step 2/2 reward 0.30")
 #: KWOK's pod stages (Running at once; finishing pods Succeeded 3 s later; deleted pods released).
 POD_STAGES = Path(__file__).with_name("kwok-stages.yaml")
@@ -112,7 +115,7 @@ class Cluster:
 
     def kubectl(self, *args: str, check: bool = True, input: str | None = None,
                 timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        r = subprocess.run(["kubectl", *args], capture_output=True, text=True, env=self.env(), input=input,
+        r = subprocess.run([str(tool("kubectl")), *args], capture_output=True, text=True, env=self.env(), input=input,
                            timeout=timeout)
         if check and r.returncode:
             raise AssertionError(f"kubectl {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}")
@@ -217,8 +220,8 @@ current-context: ssrl-test
                              "--node-ip=127.0.0.1", f"--node-port={kubelet_port}",
                              f"--server-address=127.0.0.1:{kubelet_port}", f"--tls-cert-file={pki / 'apiserver.crt'}",
                              f"--tls-private-key-file={pki / 'apiserver.key'}"])
-        for name in GPU_NODES:
-            self.kubectl("apply", "-f", "-", input=_node(name))
+        for name in GPU_NODES + CPU_NODES:
+            self.kubectl("apply", "-f", "-", input=_node(name, gpus=0 if name in CPU_NODES else 8))
         for i in range(8):  # pre-provisioned volumes for StatefulSets' claims (no provisioner runs here)
             self.kubectl("apply", "-f", "-", input=_volume(f"pv-{i}"))
         self._wait("fake GPU nodes", self._nodes_ready, 60, "kwok")
@@ -236,7 +239,7 @@ current-context: ssrl-test
     def _nodes_ready(self) -> bool:
         r = self.kubectl("get", "nodes", "-o", "jsonpath={.items[*].status.conditions[?(@.type=='Ready')].status}",
                          check=False)
-        return r.returncode == 0 and r.stdout.split() == ["True"] * len(GPU_NODES)
+        return r.returncode == 0 and r.stdout.split() == ["True"] * len(GPU_NODES + CPU_NODES)
 
     def stop(self) -> None:
         for name in reversed(list(self.procs)):
@@ -251,16 +254,20 @@ current-context: ssrl-test
                 proc.wait()
 
 
-def _node(name: str) -> str:
+def _node(name: str, gpus: int) -> str:
+    # ephemeral-storage as a real kubelet reports it: the pods request it for their scratch emptyDirs.
+    resources = (f'{{cpu: "128", memory: 2Ti, pods: "110", ephemeral-storage: 8Ti, nvidia.com/gpu: "{gpus}"}}' if gpus
+                 else '{cpu: "1024", memory: 16Ti, pods: "110", ephemeral-storage: 8Ti}')
+    present = "true" if gpus else "false"
     return f"""apiVersion: v1
 kind: Node
 metadata:
   name: {name}
-  labels: {{type: kwok, kubernetes.io/hostname: {name}, kubernetes.io/os: linux, nvidia.com/gpu.present: "true"}}
+  labels: {{type: kwok, kubernetes.io/hostname: {name}, kubernetes.io/os: linux, nvidia.com/gpu.present: "{present}"}}
   annotations: {{node.alpha.kubernetes.io/ttl: "0", kwok.x-k8s.io/node: fake}}
 status:
-  allocatable: {{cpu: "128", memory: 2Ti, pods: "110", nvidia.com/gpu: "8"}}
-  capacity: {{cpu: "128", memory: 2Ti, pods: "110", nvidia.com/gpu: "8"}}
+  allocatable: {resources}
+  capacity: {resources}
 """
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.kube import GPU_NODES, LOG_LINES, Cluster
+from tests.kube import CPU_NODES, GPU_NODES, LOG_LINES, Cluster
 from tests.servers import ROOT, tool
 
 pytestmark = pytest.mark.cluster
@@ -72,9 +72,10 @@ def store_secret(cluster: Cluster, ns: str) -> None:
 
 
 def test_fake_gpu_nodes_are_ready(cluster: Cluster) -> None:
-    nodes = get(cluster, "nodes")["items"]
-    assert sorted(n["metadata"]["name"] for n in nodes) == sorted(GPU_NODES)
-    assert all(n["status"]["allocatable"]["nvidia.com/gpu"] == "8" for n in nodes)
+    nodes = {n["metadata"]["name"]: n["status"]["allocatable"] for n in get(cluster, "nodes")["items"]}
+    assert sorted(nodes) == sorted(GPU_NODES + CPU_NODES)
+    assert {name: a.get("nvidia.com/gpu") for name, a in nodes.items()} == {
+        **dict.fromkeys(GPU_NODES, "8"), **dict.fromkeys(CPU_NODES)}
     version = json.loads(cluster.kubectl("version", "-o", "json").stdout)["serverVersion"]
     assert version["gitVersion"].startswith("v1.")
 
@@ -88,7 +89,8 @@ def test_submit_train_pytorchjob_runs_to_completion(cluster: Cluster) -> None:
     # The operator makes one pod and one Service per replica, with the torchrun rendezvous in the environment.
     pods = wait_for("master and worker pods", lambda: [p for p in get(cluster, "pods", "-n", ns)["items"]
                                                        if p["metadata"]["name"].startswith("grpo-train-")] or None)
-    pods = wait_for("both pods", lambda: (lambda items: items if len(items) == 2 else None)(
+    pods = wait_for("both pods scheduled", lambda: (lambda items: items if len(items) == 2 and all(
+        p["spec"].get("nodeName") for p in items) else None)(
         get(cluster, "pods", "-n", ns, "-l", "training.kubeflow.org/job-name=grpo-train")["items"]))
     by_role = {p["metadata"]["labels"]["training.kubeflow.org/replica-type"]: p for p in pods}
     assert set(by_role) == {"master", "worker"}
@@ -102,7 +104,8 @@ def test_submit_train_pytorchjob_runs_to_completion(cluster: Cluster) -> None:
     assert by_role["master"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
     services = {s["metadata"]["name"] for s in get(cluster, "services", "-n", ns)["items"]}
     assert {"grpo-train-master-0", "grpo-train-worker-0"} <= services
-    assert all(p["spec"].get("nodeName") in GPU_NODES for p in pods)
+    placed = {p["metadata"]["name"]: p["spec"]["nodeName"] for p in pods}
+    assert set(placed.values()) <= set(GPU_NODES), placed  # their GPU requests kept them off the GPU-less node
     wait_for("PyTorchJob Succeeded", lambda: pytorchjob_phase(cluster, "grpo-train", ns) == "Succeeded")
 
 
@@ -129,8 +132,13 @@ def test_k8s_manifests_apply_and_run(cluster: Cluster, overlay: str) -> None:
         assert all(env_of(p)["MASTER_ADDR"] and env_of(p)["WORLD_SIZE"] for p in pods)
         seen.update((p["metadata"]["name"], p) for p in pods)
         wait_for(f"{name} Succeeded", lambda name=name: pytorchjob_phase(cluster, name, ns) == "Succeeded")
+        # cleanPodPolicy Running: once the job is done no pod of it is left running (holding GPUs); finished
+        # ones may stay for their logs
+        wait_for(f"{name}: no pod left running", lambda name=name: all(
+            p["status"].get("phase") in ("Succeeded", "Failed") or p["metadata"].get("deletionTimestamp")
+            for p in get(cluster, "pods", "-n", ns, "-l", f"training.kubeflow.org/job-name={name}")["items"]))
         assert len(get(cluster, "pods", "-n", ns, "-l", f"training.kubeflow.org/job-name={name}")["items"]) \
-            in (0, replicas)  # the operator may clean finished pods up (cleanPodPolicy)
+            <= replicas
     for name in suspended:  # the alternative generator stays parked until a user resumes it
         wait_for(f"{name} Suspended", lambda name=name: pytorchjob_phase(cluster, name, ns) == "Suspended")
         assert not get(cluster, "pods", "-n", ns, "-l", f"training.kubeflow.org/job-name={name}")["items"]
@@ -188,14 +196,15 @@ def test_helm_install_and_helm_test(cluster: Cluster, tmp_path: Path) -> None:
 
     r = run("install", "demo", str(ROOT / "helm" / "ssrl"), "-n", ns, "--create-namespace", "--wait",
             "--timeout", "3m", "--set", "train.workers=1", "--set", "networkPolicy.enabled=true",
-            "--set", "networkPolicy.defaultDeny=true")
+            "--set", "networkPolicy.defaultDeny=true",
+            # the trainer pods stay Running (KWOK stage) so their live labels can be checked after helm test
+            "--set-string", "train.podAnnotations.ssrl-test/keep-running=true")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "STATUS: deployed" in r.stdout
     r = run("test", "demo", "-n", ns, "--timeout", "2m")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Phase:          Succeeded" in r.stdout or "Succeeded" in r.stdout
     pods = {p["metadata"]["name"]: p for p in get(cluster, "pods", "-n", ns)["items"]}
-    assert any(p["spec"].get("nodeName") in GPU_NODES for p in pods.values())
 
     # The NetworkPolicies as the API server holds them admit what the pods the operator and the Job controller
     # created need (their real labels), and nothing else.
@@ -205,9 +214,11 @@ def test_helm_install_and_helm_test(cluster: Cluster, tmp_path: Path) -> None:
     train = wait_for("the trainer PyTorchJob", lambda: next(
         (j["metadata"]["name"] for j in get(cluster, "pytorchjobs", "-n", ns)["items"]), None))
     live: dict[str, list] = {}
-    for p in wait_for("2 trainer pods", lambda: (lambda items: items if len(items) == 2 else None)(
-            get(cluster, "pods", "-n", ns, "-l", f"training.kubeflow.org/job-name={train}")["items"])) + [
-            p for p in pods.values() if "training.kubeflow.org/job-name" not in p["metadata"]["labels"]]:
+    trainers = wait_for("2 scheduled trainer pods", lambda: (lambda items: items if len(items) == 2 and all(
+        p["spec"].get("nodeName") for p in items) else None)(
+        get(cluster, "pods", "-n", ns, "-l", f"training.kubeflow.org/job-name={train}")["items"]))
+    assert all(p["spec"]["nodeName"] in GPU_NODES for p in trainers)  # their GPU request kept them off cpu-node-0
+    for p in trainers + [p for p in pods.values() if "training.kubeflow.org/job-name" not in p["metadata"]["labels"]]:
         labels = p["metadata"]["labels"]
         live.setdefault(labels.get("app.kubernetes.io/component", "?"), []).append(
             (p["metadata"]["name"], Endpoint(ns, labels)))
@@ -262,9 +273,12 @@ def test_helm_install_and_helm_test(cluster: Cluster, tmp_path: Path) -> None:
 
     with pytest.raises(SSRLError, match="403"):  # the same token may not touch another job
         write_progress("other", ns, {"step": 1}, api=client.ApiClient(conf))
-    with pytest.raises(SSRLError, match="403"):  # nor its own PyTorchJob
+    from kubernetes.client.rest import ApiException
+
+    with pytest.raises(ApiException) as denied:  # nor its own PyTorchJob (whose templates become pods)
         client.CustomObjectsApi(client.ApiClient(conf)).patch_namespaced_custom_object(
             "kubeflow.org", "v1", ns, "pytorchjobs", train, {"metadata": {"labels": {"x": "y"}}})
+    assert denied.value.status == 403
 
     # An upgrade that changes both image tags and enables eval: the generator Job's pod template is immutable
     # and the operator ignores a changed PyTorchJob, so both are replaced by objects named after their new spec.
@@ -288,6 +302,35 @@ def test_helm_install_and_helm_test(cluster: Cluster, tmp_path: Path) -> None:
     assert can("patch", f"configmaps/{after['train']}-progress") and not can("patch", progress_cm)
     r = run("uninstall", "demo", "-n", ns, "--wait", "--timeout", "2m")
     assert r.returncode == 0, r.stderr
+
+
+def test_a_failed_rank_fails_the_job_and_frees_the_other_pods(cluster: Cluster) -> None:
+    """The trainer's failure policy (restartPolicy ExitCode, cleanPodPolicy Running): when the master exits 1 while
+    the workers still run (as ranks stuck in NCCL would), the job fails and the operator deletes the workers, so
+    none keeps holding GPUs. KWOK fails the master by its ssrl-test/exit-code annotation."""
+    import yaml
+
+    ns = "failing"
+    store_secret(cluster, ns)
+    r = ssrl(cluster, "submit", "train", "--name", "crash", "-n", ns, "--workers", "2", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    job, progress = list(yaml.safe_load_all(r.stdout))
+    specs = job["spec"]["pytorchReplicaSpecs"]
+    assert {s["restartPolicy"] for s in specs.values()} == {"ExitCode"}
+    assert job["spec"]["runPolicy"]["cleanPodPolicy"] == "Running"
+    specs["Master"]["template"]["metadata"]["annotations"] = {"ssrl-test/exit-code": "1"}
+    specs["Worker"]["template"]["metadata"]["annotations"] = {"ssrl-test/keep-running": "true"}
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all([job, progress]))
+
+    def pods() -> list[dict]:
+        return get(cluster, "pods", "-n", ns, "-l", "training.kubeflow.org/job-name=crash-train")["items"]
+
+    wait_for("master and 2 workers running", lambda: sum(p["status"].get("phase") == "Running" for p in pods()) == 3)
+    wait_for("PyTorchJob Failed", lambda: pytorchjob_phase(cluster, "crash-train", ns) == "Failed")
+    wait_for("no worker left running", lambda: not [
+        p for p in pods() if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")])
+    assert all(p["metadata"]["labels"]["training.kubeflow.org/replica-type"] == "master" for p in pods()
+               if not p["metadata"].get("deletionTimestamp"))
 
 
 def test_ssrl_jobs_follow_a_pytorchjob_through_its_phases_and_delete_it(cluster: Cluster) -> None:
