@@ -90,6 +90,7 @@ def test_rerun_skips_and_config_change_is_refused(synth_dir: Path, tmp_path: Pat
     assert read_manifest(str(tmp_path / "ds"))["config"]["seed"] == 9
 
 
+@pytest.mark.slow
 def test_resume_after_kill_is_byte_identical(synth_dir: Path, tmp_path: Path) -> None:
     args = [sys.executable, "-m", "ssrl", "generate", "-q", "-i", str(synth_dir), "--shard-size", "1",
             "--set", f"min_pixels={SMALL['min_pixels']}", "--set", f"max_pixels={SMALL['max_pixels']}"]

@@ -171,6 +171,7 @@ def test_generator_killed_mid_run_resumes_byte_identical(minio: S3Server, synth_
         assert store.read_bytes(name) == data, name
 
 
+@pytest.mark.slow
 def test_generate_reads_sources_from_the_store(s3: str, synth_dir: Path, tmp_path: Path) -> None:
     from ssrl.store.transfer import upload_tree
 

@@ -79,6 +79,7 @@ def test_clear_errors_without_secrets(s3: str, s3_server, tmp_path: Path) -> Non
         S3Settings.load({"SSRL_STORE_CONFIG": str(tmp_path / "none.yaml")})
 
 
+@pytest.mark.slow
 def test_upload_skips_unchanged_and_cli(s3: str, s3_server, tmp_path: Path) -> None:
     src = tmp_path / "data"
     (src / "sub").mkdir(parents=True)
