@@ -3,7 +3,9 @@
 #   docker build -f docker/generator.Dockerfile -t ssrl-generator:0.1.0 .
 # Same extras as the generator part of the Makefile's install: .[s3].
 
-FROM python:3.11.14-slim-bookworm AS build
+# BASE_IMAGE: a drop-in for the base (the real-node test tier builds from a local Debian rootfs, no registry).
+ARG BASE_IMAGE=python:3.11.14-slim-bookworm
+FROM ${BASE_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
@@ -14,7 +16,7 @@ COPY ssrl ./ssrl
 # hadolint ignore=DL3013
 RUN pip install --no-cache-dir ".[s3]" && ssrl --version
 
-FROM python:3.11.14-slim-bookworm
+FROM ${BASE_IMAGE}
 LABEL org.opencontainers.image.title="ssrl-generator" \
       org.opencontainers.image.description="Spatial-SSRL pretext-task generator (ssrl generate/store)" \
       org.opencontainers.image.licenses="Apache-2.0"
