@@ -337,27 +337,22 @@ def test_a_failed_rank_fails_the_job_and_frees_the_other_pods(cluster: Cluster) 
 def test_ssrl_jobs_follow_a_pytorchjob_through_its_phases_and_delete_it(cluster: Cluster) -> None:
     ns = "follow"
     store_secret(cluster, ns)
+    # The pods stay Running (KWOK stage, annotation set by --pod-annotation) until the test lets them finish, so
+    # `ssrl jobs status` sees each phase however slowly it starts.
     r = ssrl(cluster, "submit", "train", "--name", "watch", "-n", ns, "--workers", "1",
-             "--set", "store_endpoint=http://minio:9000")
+             "--set", "store_endpoint=http://minio:9000", "--pod-annotation", "ssrl-test/keep-running=true")
     assert r.returncode == 0, r.stderr
     seen = []
 
-    def phase() -> str | None:
+    def phase(want: str):
         r = ssrl(cluster, "jobs", "status", "watch-train", "-n", ns, "--json")
         assert r.returncode == 0, r.stderr
         seen.append(json.loads(r.stdout)["phase"])
-        return seen[-1] if seen[-1] == "Succeeded" else None
+        return seen[-1] == want
 
-    wait_for("Succeeded", phase, timeout=120, every=0.3)
-    assert "Running" in seen, seen
-    r = ssrl(cluster, "jobs", "status", "watch-train", "-n", ns)
-    assert r.returncode == 0 and "Succeeded" in r.stdout
-    r = ssrl(cluster, "jobs", "ls", "-n", ns)
-    assert r.returncode == 0 and "watch-train" in r.stdout and "PyTorchJob" in r.stdout
-    r = ssrl(cluster, "jobs", "status", "nope", "-n", ns)
-    assert r.returncode != 0 and "nope" in r.stderr
-
-    # Logs through the API server's pods/log proxy (KWOK serves every container the same two lines).
+    wait_for("Running", lambda: phase("Running"), timeout=120, every=0.3)
+    # Logs through the API server's pods/log proxy (KWOK serves every container the same two lines), while
+    # both pods run (once the job succeeds, cleanPodPolicy Running removes a worker still running).
     r = ssrl(cluster, "jobs", "logs", "watch-train", "-n", ns, "--tail", "1")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().endswith(LOG_LINES[-1]) and LOG_LINES[0] not in r.stdout
@@ -372,17 +367,28 @@ def test_ssrl_jobs_follow_a_pytorchjob_through_its_phases_and_delete_it(cluster:
     watchdog = threading.Timer(60, proc.kill)  # readline blocks: a stream that never delivers is killed
     watchdog.start()
     try:
-        seen: list[str] = []
-        while LOG_LINES[-1] not in "".join(seen):
+        lines: list[str] = []
+        while LOG_LINES[-1] not in "".join(lines):
             line = proc.stdout.readline()
             if not line:
                 break
-            seen.append(line)
-        assert LOG_LINES[0] in "".join(seen) and LOG_LINES[-1] in "".join(seen), seen
+            lines.append(line)
+        assert LOG_LINES[0] in "".join(lines) and LOG_LINES[-1] in "".join(lines), lines
     finally:
         watchdog.cancel()
         proc.kill()
         proc.wait()
+
+    cluster.kubectl("annotate", "pods", "-n", ns, "-l", "training.kubeflow.org/job-name=watch-train",
+                    "ssrl-test/keep-running-")
+    wait_for("Succeeded", lambda: phase("Succeeded"), timeout=120, every=0.3)
+    assert seen[-1] == "Succeeded" and "Running" in seen, seen
+    r = ssrl(cluster, "jobs", "status", "watch-train", "-n", ns)
+    assert r.returncode == 0 and "Succeeded" in r.stdout
+    r = ssrl(cluster, "jobs", "ls", "-n", ns)
+    assert r.returncode == 0 and "watch-train" in r.stdout and "PyTorchJob" in r.stdout
+    r = ssrl(cluster, "jobs", "status", "nope", "-n", ns)
+    assert r.returncode != 0 and "nope" in r.stderr
 
     r = ssrl(cluster, "jobs", "delete", "watch-train", "-n", ns)
     assert r.returncode == 0, r.stderr
