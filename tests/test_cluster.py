@@ -403,7 +403,9 @@ def test_helm_multinode_training_takes_one_8_gpu_node_per_pod(cluster: Cluster) 
     helm, ns = str(tool("helm")), "ssrl-multi"
     r = subprocess.run([helm, "install", "multi", str(ROOT / "helm" / "ssrl"), "-n", ns, "--create-namespace",
                         "-f", str(ROOT / "helm" / "ssrl" / "ci" / "multinode-values.yaml"), "--wait", "--timeout",
-                        "3m"], capture_output=True, text=True, env=cluster.env(), timeout=240)
+                        "3m", "--set-string", "train.podAnnotations.ssrl-test/keep-running=true"],
+                       capture_output=True, text=True, env=cluster.env(), timeout=240)
+    # The trainer pods stay Running (KWOK stage) until checked: helm --wait outlasts a 3-s fake training run.
     assert r.returncode == 0, r.stdout + r.stderr
     train = next(j["metadata"]["name"] for j in get(cluster, "pytorchjobs", "-n", ns)["items"]
                  if j["metadata"]["labels"].get("app.kubernetes.io/component") == "train")
@@ -413,6 +415,8 @@ def test_helm_multinode_training_takes_one_8_gpu_node_per_pod(cluster: Cluster) 
     assert len({p["spec"]["nodeName"] for p in pods}) == 3  # 8 GPUs each: one pod per node
     assert {env_of(p)["WORLD_SIZE"] for p in pods} == {"24"} and sorted(env_of(p)["RANK"] for p in pods) == [
         "0", "1", "2"]
+    cluster.kubectl("annotate", "pods", "-n", ns, "-l", f"training.kubeflow.org/job-name={train}",
+                    "ssrl-test/keep-running-")
     wait_for("training Succeeded", lambda: pytorchjob_phase(cluster, train, ns) == "Succeeded")
     gen = next(j for j in get(cluster, "jobs", "-n", ns)["items"]
                if j["metadata"]["labels"].get("app.kubernetes.io/component") == "generate")
