@@ -43,6 +43,7 @@ def train(assets: dict[str, Path], out: Path, *extra: str, launcher: list[str] |
     return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_grpo_steps_commit_checkpoints_and_metrics(assets: dict[str, Path], tmp_path: Path) -> None:
     from ssrl.recipes.train_grpo import TrainConfig, main
 
@@ -71,6 +72,7 @@ def test_grpo_steps_commit_checkpoints_and_metrics(assets: dict[str, Path], tmp_
     assert sum(p.numel() for p in model.parameters()) > 100_000
 
 
+@pytest.mark.slow
 def test_kill_then_resume_auto_continues(assets: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "ssrl", "train", "--model", str(assets["model"]), "--dataset", str(assets["tasks"]),
@@ -127,6 +129,7 @@ def test_task_accuracy_counts_every_rank(tmp_path: Path) -> None:
     assert all(o["first"] == {"accuracy/crop": 0.25, "accuracy/flip": 1.0} and o["again"] == {} for o in out)
 
 
+@pytest.mark.slow
 def test_two_processes_torchrun_gloo(assets: dict[str, Path], tmp_path: Path) -> None:
     torchrun = Path(sys.executable).parent / "torchrun"
     r = train(assets, tmp_path / "run", "--max-steps", "2", "--set", "save_steps=2",
@@ -135,6 +138,7 @@ def test_two_processes_torchrun_gloo(assets: dict[str, Path], tmp_path: Path) ->
     assert list_steps(open_store(tmp_path / "run")) == [2]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("stage", "nproc"), [("zero2", 1), ("zero2", 2), ("zero3", 1)])
 def test_deepspeed(assets: dict[str, Path], tmp_path: Path, stage: str, nproc: int) -> None:
     pytest.importorskip("deepspeed")
@@ -145,6 +149,7 @@ def test_deepspeed(assets: dict[str, Path], tmp_path: Path, stage: str, nproc: i
     assert list_steps(open_store(tmp_path / "run")) == [2]
 
 
+@pytest.mark.slow
 def test_preflight_reports_and_fails_clearly(assets: dict[str, Path], tmp_path: Path) -> None:
     r = train(assets, tmp_path / "run", "--preflight")
     assert r.returncode == 0, r.stderr[-3000:]
@@ -167,6 +172,7 @@ def test_bad_train_config_exit_2(tmp_path: Path) -> None:
         assert part in r.stderr
 
 
+@pytest.mark.slow
 def test_sft_cold_start_few_steps(assets: dict[str, Path], tmp_path: Path) -> None:
     """LLaMA-Factory rows (the paper's cold-start format) written from generated tasks."""
     from ssrl.dataset.shards import iter_rows
@@ -194,6 +200,7 @@ def test_sft_cold_start_few_steps(assets: dict[str, Path], tmp_path: Path) -> No
     assert r.returncode == 2 and "1 <image> placeholders for 0 images" in r.stderr
 
 
+@pytest.mark.slow
 def test_lora_and_frozen_vision(assets: dict[str, Path], tmp_path: Path) -> None:
 
     from ssrl.recipes.train_grpo import TrainConfig, load_model_and_processor
@@ -213,6 +220,7 @@ def test_lora_and_frozen_vision(assets: dict[str, Path], tmp_path: Path) -> None
     assert "step-1/adapter_model.safetensors" in files and "step-1/adapter_config.json" in files
 
 
+@pytest.mark.slow
 def test_qwen3_vl_trains_and_evaluates(assets: dict[str, Path], tmp_path: Path) -> None:
     """The Qwen3-VL architecture (16-px patches, interleaved M-RoPE, DeepStack) through the same paths."""
     from ssrl.recipes.tiny_model import build_tiny_model
