@@ -151,9 +151,10 @@ def test_deepspeed(assets: dict[str, Path], tmp_path: Path, stage: str, nproc: i
 
 @pytest.mark.slow
 def test_preflight_reports_and_fails_clearly(assets: dict[str, Path], tmp_path: Path) -> None:
-    r = train(assets, tmp_path / "run", "--preflight")
+    r = train(assets, tmp_path / "run", "--preflight", "--set", "steps_per_generation=2")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "ready" in r.stdout and "crop" in r.stdout and "position" in r.stdout
+    assert "4 prompts per rollout, 2 per optimiser update, 2 updates per rollout" in " ".join(r.stdout.split())
     r = train(assets, tmp_path / "run", "--preflight", "--set", "max_prompt_length=50")
     assert r.returncode == 1 and "max_prompt_length" in r.stdout and "not ready" in r.stdout
     from ssrl.recipes.preflight import layout_problems
@@ -507,3 +508,18 @@ def test_gpu_bf16_moves_the_weights(assets: dict[str, Path], tmp_path: Path) -> 
     with safe_open(str(out / "step-3" / "model.safetensors"), "pt") as f:
         assert str(f.get_tensor(next(iter(f.keys()))).dtype) == f"torch.{weights}"
     assert changed_fraction(assets["model"] / "model.safetensors", out / "step-3" / "model.safetensors") > 0.5
+
+
+@pytest.mark.slow
+def test_two_updates_per_rollout_in_a_real_run(assets: dict[str, Path], tmp_path: Path) -> None:
+    """steps_per_generation = 2 x gradient_accumulation_steps: 2 optimiser steps consume one rollout (the rewards
+    score 4 prompts x 2 completions once), as the paper's 256-prompt rollout feeds two 128-prompt updates."""
+    from ssrl.recipes.train_grpo import TrainConfig, main
+
+    SamplingProbe.seen.clear()
+    cfg = TrainConfig(model=str(assets["model"]), dataset=str(assets["tasks"]), output=str(tmp_path / "run"),
+                      max_steps=2, save_steps=2, steps_per_generation=2, max_completion_length=8, min_pixels=3136,
+                      max_pixels=12544, per_device_train_batch_size=4, num_generations=2, report_to=[],
+                      rewards=["format", f"{__name__}.SamplingProbe"], reward_weights=[1.0, 0.0])
+    assert main(cfg)["global_step"] == 2
+    assert [s[3] for s in SamplingProbe.seen] == [8]

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ssrl.recipes.modeling import resolve_model
-from ssrl.recipes.train_grpo import TrainConfig, load_model_and_processor, work_dir
+from ssrl.recipes.train_grpo import TrainConfig, load_model_and_processor, rollout_layout, work_dir
 
 out = Console(highlight=False)
 
@@ -90,6 +90,10 @@ def preflight(cfg: TrainConfig, world_size: int | None = None) -> bool:
         table.add_row(task, str(r["images"]), str(r["tokens"]), str(r["image_tokens"]), str(r["features"]),
                       "[red]FAIL[/red]" if r["problems"] else "[green]ok[/green]")
     out.print(table)
+    layout = rollout_layout(cfg, world)
+    out.print(f"batch layout on {world} rank(s): {layout['prompts_per_rollout']:g} prompts per rollout, "
+              f"{layout['prompts_per_update']:g} per optimiser update, {layout['updates_per_rollout']:g} updates per "
+              "rollout")
     no_images = sum(1 for imgs in dataset["images"] if not imgs) if len(dataset) <= 100_000 else 0
     problems += layout_problems(cfg, world)
     if no_images:

@@ -236,11 +236,13 @@ def suppression_kwargs(token_ids: list[int], use_vllm: bool) -> dict[str, Any]:
 def rollout_layout(args: Any, world_size: int) -> dict[str, float]:
     """Prompts per rollout and per optimiser update, and updates per rollout, from TRL's GRPOConfig semantics:
     a rollout fills ``steps_per_generation`` micro-steps, an update takes ``gradient_accumulation_steps`` of them,
-    and the rollout is replayed ``num_iterations`` times. The paper (EasyR1): 256 prompts, 128 per update, 2."""
+    and the rollout is replayed ``num_iterations`` times. The paper (EasyR1): 256 prompts, 128 per update, 2.
+    ``args`` is a GRPOConfig or a TrainConfig (whose steps_per_generation 0 means gradient_accumulation_steps)."""
     micro = args.per_device_train_batch_size * world_size
-    return {"prompts_per_rollout": micro * args.steps_per_generation / args.num_generations,
+    per_rollout = args.steps_per_generation or args.gradient_accumulation_steps
+    return {"prompts_per_rollout": micro * per_rollout / args.num_generations,
             "prompts_per_update": micro * args.gradient_accumulation_steps / args.num_generations,
-            "updates_per_rollout": args.steps_per_generation * args.num_iterations / args.gradient_accumulation_steps}
+            "updates_per_rollout": per_rollout * args.num_iterations / args.gradient_accumulation_steps}
 
 
 def _has(module: str) -> bool:
