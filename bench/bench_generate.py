@@ -142,11 +142,12 @@ def machine_busy_s() -> float:
 
 
 def machine_info() -> dict[str, Any]:
+    import cv2
     import h5py
     import scipy
 
     info = machine.machine_info(numpy=np.__version__, pillow=PIL.__version__, scipy=scipy.__version__,
-                                h5py=h5py.__version__)
+                                h5py=h5py.__version__, opencv=cv2.__version__)
     info["ssrl_sources_sha256"] = sources_digest()
     return info
 
@@ -522,6 +523,7 @@ def report(res: dict[str, Any]) -> str:
     parts.append(f"Other load during the per-task timings: at most {others:.2f} cores used by other processes"
                  + (" -- timings may be inflated" if others >= 0.2 else ""))
 
+    parts.append(report_side_by_side(res["side_by_side"]))
     rows = []
     for r in res["tasks"]:
         up = UPSTREAM.get(r["task"], ("-", "-"))
@@ -561,12 +563,200 @@ def report(res: dict[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
+# ------------------------------------------------------------------------------------------ 0. side by side
+#: The issue's recorded upstream figures (s/sample, whole script, same kind of 2-core machine), for when no
+#: upstream checkout is given. Labelled "recorded" in the report, never mixed with measured ones.
+UPSTREAM_RECORDED = {"shuffle": 0.042, "flip": 0.045, "crop": 0.045, "depth_order": 0.59, "position_near": 6.2,
+                     "position_far": 20.0}
+#: (row, ssrl task, input, upstream task). Upstream's Position.py makes "far" questions from img1 and "near"
+#: ones from img2; ssrl draws the kind itself (50/50), so its position rows mix both kinds.
+SIDE_BY_SIDE = [
+    ("shuffle", "shuffle", "rgb", "shuffle"),
+    ("flip", "flip", "rgb", "flip"),
+    ("crop", "crop", "rgb", "crop"),
+    ("depth_order", "depth_order", "diode", "depth_order"),
+    ("position (img1; upstream far)", "position", "megadepth", "position_far"),
+    ("position (img2; upstream near)", "position", "megadepth2", "position_near"),
+]
+PAPER_SAMPLES = 81_000
+
+
+def sbs_inputs(reference: Path) -> dict[str, dict[str, str]]:
+    """The reference files each side-by-side input is made of (``image``, ``depth``, ``mask``)."""
+    r = reference
+    found = {
+        "rgb": {"image": r / "RGB_img.png"},
+        "diode": {"image": r / "RGB-D_img3.png", "depth": r / "RGB-D_depth3.npy", "mask": r / "RGB-D_depth_mask3.npy"},
+        "megadepth": {"image": r / "RGB-D_img1.jpg", "depth": r / "RGB-D_depth1.h5"},
+        "megadepth2": {"image": r / "RGB-D_img2.jpg", "depth": r / "RGB-D_depth2.h5"},
+    }
+    return {k: {role: str(f) for role, f in v.items()} for k, v in found.items()
+            if all(f.is_file() for f in v.values())}
+
+
+def sbs_corpus(files: dict[str, dict[str, str]], counts: dict[str, int], name: str) -> tuple[Path, list[dict]]:
+    """Hard links named so ssrl pairs them (DIODE ``x_depth.npy``, MegaDepth ``x.h5``); each name is a new
+    source id, so every copy yields different samples. Returns the folder and the same files as upstream
+    driver items."""
+    corpus = RESULTS / "side-by-side" / name
+    shutil.rmtree(corpus, ignore_errors=True)
+    corpus.mkdir(parents=True)
+    items = []
+    for key, n in counts.items():
+        src = files[key]
+        for j in range(n):
+            stem = corpus / f"{key}-{j:04d}"
+            item = {"image": f"{stem}{Path(src['image']).suffix}"}
+            if "depth" in src:
+                item["depth"] = f"{stem}_depth.npy" if "mask" in src else f"{stem}.h5"
+            if "mask" in src:
+                item["mask"] = f"{stem}_depth_mask.npy"
+            for role, dst in item.items():
+                try:
+                    os.link(src[role], dst)
+                except OSError:
+                    shutil.copyfile(src[role], dst)
+            items.append(item)
+    return corpus, items
+
+
+def run_ssrl(corpus: Path, tasks: list[str], fmt: str, workers: int = 1) -> dict[str, Any]:
+    """The whole ``ssrl generate`` CLI in a fresh process: wall time, samples, image bytes per task."""
+    from ssrl.dataset.shards import iter_rows
+
+    with tempfile.TemporaryDirectory(prefix="ssrl-sbs-") as out:
+        cmd = [str(Path(sys.executable).with_name("ssrl")), "generate", "-i", str(corpus), "-o", out, "-q",
+               "-t", ",".join(tasks), "--workers", str(workers), "--shard-size", "4", "--set", f"image_format={fmt}"]
+        t0, cpu0 = time.perf_counter(), children_cpu_s()
+        subprocess.run(cmd, check=True, capture_output=True)
+        wall, cpu = time.perf_counter() - t0, children_cpu_s() - cpu0
+        per_task: dict[str, list[int]] = {}
+        for row in iter_rows(out):
+            acc = per_task.setdefault(row["task"], [0, 0])
+            acc[0] += 1
+            acc[1] += sum(len(im["bytes"]) for im in row["images"])
+    return {"wall_s": wall, "cpu_s": cpu, "samples": sum(v[0] for v in per_task.values()),
+            "bytes": {t: v[1] for t, v in per_task.items()}, "per_task": {t: v[0] for t, v in per_task.items()}}
+
+
+def run_upstream(checkout: Path, python: str, task: str, items: list[dict]) -> dict[str, Any]:
+    """The published script's function over ``items`` in a fresh process (bench/upstream_driver.py)."""
+    with tempfile.TemporaryDirectory(prefix="upstream-sbs-") as out:
+        listing = Path(out) / "inputs.json"
+        listing.write_text(json.dumps(items))
+        t0, cpu0 = time.perf_counter(), children_cpu_s()
+        r = subprocess.run([python, str(ROOT / "upstream_driver.py"), str(checkout), task, f"{out}/out", str(listing)],
+                           check=True, capture_output=True, text=True)
+        wall, cpu = time.perf_counter() - t0, children_cpu_s() - cpu0
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    return {"wall_s": wall, "cpu_s": cpu, **res}
+
+
+def children_cpu_s() -> float:
+    """CPU seconds of every finished child process (and theirs): what a run costs whatever else the machine
+    runs. On a shared 2-core box wall time swings by 2x with other people's jobs; CPU time far less."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def slope(small: dict[str, Any], large: dict[str, Any], key: str = "cpu_s") -> float:
+    """Seconds per sample from two corpus sizes: start-up and imports cancel."""
+    return (large[key] - small[key]) / max(1, large["samples"] - small["samples"])
+
+
+def bench_side_by_side(reference: Path, checkout: Path | None, python: str, sizes: tuple[int, int],
+                       position_sizes: tuple[int, int], rounds: int) -> dict[str, Any]:
+    """Section 0: whole-CLI seconds per sample, ssrl (JPEG, PNG) and upstream on the same files, same run."""
+    files = sbs_inputs(reference)
+    rows = []
+    for label, task, key, up_task in SIDE_BY_SIDE:
+        if key not in files:
+            continue
+        n = position_sizes if task == "position" else sizes
+        corpora = [sbs_corpus(files, {key: k}, f"{key}-{k}") for k in n]
+        runs: dict[str, list[dict[str, Any]]] = {"jpeg": [], "png": [], "upstream": []}
+        for _ in range(1 if task == "position" else rounds):  # interleaved, so all three see the same machine;
+            # the fastest of each is kept (one round for position: upstream takes 20-45 s per sample)
+            for tool in runs:
+                if tool == "upstream" and checkout is None:
+                    continue
+                one = [run_ssrl(c, [task], tool) if tool != "upstream" else run_upstream(checkout, python, up_task, it)
+                       for c, it in corpora]
+                if not runs[tool] or slope(*one) < slope(*runs[tool]):
+                    runs[tool] = one
+        row = {"row": label, "task": task, "input": key, "sizes": list(n), "upstream_task": up_task,
+               "ssrl_jpeg_s": slope(*runs["jpeg"]), "ssrl_png_s": slope(*runs["png"]),
+               "ssrl_jpeg_bytes": runs["jpeg"][1]["bytes"].get(task, 0) / max(1, runs["jpeg"][1]["samples"]),
+               "ssrl_png_bytes": runs["png"][1]["bytes"].get(task, 0) / max(1, runs["png"][1]["samples"]),
+               "runs": runs}
+        if runs["upstream"]:
+            row["upstream_s"] = slope(*runs["upstream"])
+            row["upstream_bytes"] = runs["upstream"][1]["bytes"] / max(1, runs["upstream"][1]["samples"])
+            row["upstream_failed"] = sum(r["failed"] for r in runs["upstream"])
+            row["upstream_source"] = "measured"
+        else:
+            row["upstream_s"], row["upstream_source"] = UPSTREAM_RECORDED[up_task], "recorded (issue 14)"
+        rows.append(row)
+        print(f"  {label}: ssrl jpeg {row['ssrl_jpeg_s']:.3f} s, png {row['ssrl_png_s']:.3f} s, "
+              f"upstream {row['upstream_s']:.3f} s ({row['upstream_source']})", flush=True)
+    return {"rows": rows, "mixed": bench_mixed(files, sizes, rounds, rows)}
+
+
+def bench_mixed(files: dict[str, dict[str, str]], sizes: tuple[int, int], rounds: int,
+                rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """All five tasks over a mixed corpus with 2 workers, per sample from two sizes, scaled to 81k samples."""
+    corpora = [sbs_corpus(files, dict.fromkeys(files, k), f"mixed-{k}")[0] for k in sizes]
+    best: list[dict[str, Any]] = []
+    for _ in range(rounds):
+        one = [run_ssrl(c, list(DEFAULT_TASKS), "jpeg", workers=2) for c in corpora]
+        if not best or slope(*one) < slope(*best):
+            best = one
+    per_sample = slope(*best)  # CPU seconds per sample, both workers together
+    mix = best[1]["per_task"]
+    # upstream: its scripts are single processes; the same task mix, each sample at its measured cost
+    up_cost = {r["task"]: [] for r in rows}
+    for r in rows:
+        up_cost[r["task"]].append(r["upstream_s"])
+    up_per_sample = sum(n * float(np.mean(up_cost[t])) for t, n in mix.items() if up_cost.get(t)) / sum(mix.values())
+    return {"sizes": list(sizes), "runs": best, "mix": mix, "ssrl_cpu_s_per_sample": per_sample,
+            "ssrl_wall_s_per_sample_2_workers": slope(*best, key="wall_s"),
+            "ssrl_81k_min_2_workers": per_sample * PAPER_SAMPLES / 2 / 60,
+            "upstream_s_per_sample_1_core": up_per_sample,
+            "upstream_81k_h_1_core": up_per_sample * PAPER_SAMPLES / 3600,
+            "upstream_source": "measured" if all(r["upstream_source"] == "measured" for r in rows)
+            else "partly recorded"}
+
+
+def report_side_by_side(sbs: dict[str, Any]) -> str:
+    rows = []
+    for r in sbs["rows"]:
+        up = r["upstream_s"]
+        rows.append([r["row"], f"{up:.3f}" + ("" if r["upstream_source"] == "measured" else " (recorded)"),
+                     f"{r['ssrl_jpeg_s']:.3f} ({r['ssrl_jpeg_s'] / up:.2f}x)",
+                     f"{r['ssrl_png_s']:.3f} ({r['ssrl_png_s'] / up:.2f}x)",
+                     f"{r['upstream_bytes'] / 1e3:.0f}" if "upstream_bytes" in r else "-",
+                     f"{r['ssrl_jpeg_bytes'] / 1e3:.0f}", f"{r['ssrl_png_bytes'] / 1e3:.0f}"])
+    m = sbs["mixed"]
+    return ("0. Side by side, whole CLI: CPU s/sample from two corpus sizes (ratio = ssrl / upstream); kB/sample\n"
+            + table(["task", "upstream s", "ssrl jpeg s", "ssrl png s", "upstream kB", "jpeg kB", "png kB"], rows)
+            + f"\nMixed corpus, five tasks, --workers 2 (samples per task {m['mix']}): "
+            f"{m['ssrl_cpu_s_per_sample']:.4f} CPU s/sample (wall {m['ssrl_wall_s_per_sample_2_workers']:.4f} s) "
+            f"-> {PAPER_SAMPLES:,} samples in {m['ssrl_81k_min_2_workers']:.0f} min on 2 cores; upstream "
+            f"({m['upstream_source']}) {m['upstream_s_per_sample_1_core']:.3f} s/sample -> "
+            f"{m['upstream_81k_h_1_core']:.1f} h on one core")
+
+
 # ------------------------------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs and smaller corpora (smoke test)")
     parser.add_argument("--reference", type=Path, default=REFERENCE, help="folder of the paper's reference samples")
     parser.add_argument("--output", type=Path, default=RESULTS / "generate.json")
+    parser.add_argument("--upstream", type=Path, help="checkout of InternLM/Spatial-SSRL: run its data_process scripts "
+                        "side by side (section 0); without it section 0 quotes the issue's recorded figures")
+    parser.add_argument("--upstream-python", default=sys.executable,
+                        help="interpreter with the upstream scripts' dependencies (opencv, matplotlib, h5py)")
+    parser.add_argument("--side-by-side-only", action="store_true", help="run section 0 only")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # helper mode: one run() in a fresh process
     parser.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--shard-size", type=int, default=64, help=argparse.SUPPRESS)
@@ -583,6 +773,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{res['machine']['cpu']}, {res['machine']['cpu_count']} cores; inputs: {note}", flush=True)
     if os.getloadavg()[0] > 0.5 * (os.cpu_count() or 1):
         print(f"warning: load average {os.getloadavg()[0]:.2f} before starting; timings may be noisy", flush=True)
+    print("0. side by side with upstream", flush=True)
+    sizes, position_sizes, rounds = ((2, 6), (1, 2), 1) if args.quick else ((4, 16), (1, 2), 3)
+    res["side_by_side"] = bench_side_by_side(args.reference, args.upstream, args.upstream_python, sizes,
+                                             position_sizes, rounds)
+    if args.side_by_side_only:
+        machine.finish(res, started, report_side_by_side(res["side_by_side"]), args.output)
+        return 0
     print("1. per task", flush=True)
     res["tasks"] = bench_tasks(inputs, settings)
     res["decoder"] = bench_decoder(inputs, settings)
