@@ -46,7 +46,8 @@ for ref in "${refs[@]}"; do
   echo "pushed $ref@$digest"
 done
 echo "Pin them in the chart's values:"
+echo "  --set images.registry=$REGISTRY"
 for i in 0 1 2; do
   name=${refs[$i]##*/}; name=${name%%:*}; key=${name#ssrl-}
-  echo "  --set images.$key.repository=$REGISTRY/$name --set images.$key.tag=${refs[$i]##*:}@${digests[$i]}"
+  echo "  --set images.$key.tag=${refs[$i]##*:}@${digests[$i]}"
 done

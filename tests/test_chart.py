@@ -12,11 +12,12 @@ import yaml
 from tests.test_deploy import CHART, helm, load_docs, run
 
 RUN_OBJECTS = {("Job", "generate"), ("PyTorchJob", "train"), ("Job", "eval")}
+REGISTRY = "registry.example.com/ssrl"
 
 
 def render(*sets: str, chart=None) -> list[dict]:
     cmd = [helm(), "template", "r", chart or CHART, "--namespace", "ssrl", "--kube-version", "1.31.0",
-           "--set", "eval.enabled=true"]
+           "--set", "eval.enabled=true", "--set", f"images.registry={REGISTRY}"]
     for s in sets:
         cmd += ["--set", s]
     out = run(cmd)
@@ -103,7 +104,7 @@ def test_gitops_renders_do_not_roll_minio():
 @pytest.mark.parametrize("sets", [["minio.enabled=false", "store.endpoint=https://s3.example.com"]])
 def test_external_store_without_existing_secret_is_refused(sets):
     """Pods would reference a Secret nobody creates (the chart makes credentials only for its own MinIO)."""
-    cmd = [helm(), "template", "r", CHART]
+    cmd = [helm(), "template", "r", CHART, "--set", f"images.registry={REGISTRY}"]
     for s in sets:
         cmd += ["--set", s]
     out = run(cmd)
@@ -150,3 +151,17 @@ def test_placement_and_knobs_per_component():
     assert master["template"]["spec"]["containers"][0]["securityContext"]["capabilities"] == {
         "add": ["IPC_LOCK"], "drop": ["ALL"]}
     assert run_objects(render("train.gpusPerNode=0"))["train"]["spec"]["nprocPerNode"] == "1"
+
+
+def test_the_registry_is_required_and_not_the_placeholder():
+    """Nothing publishes ghcr.io/ssrl: the chart refuses to render pods nobody can pull, naming `make images`."""
+    for sets in ([], ["images.registry=ghcr.io/ssrl"], ["images.registry=ghcr.io/ssrl/"]):
+        cmd = [helm(), "template", "r", CHART]
+        for s in sets:
+            cmd += ["--set", s]
+        out = run(cmd)
+        assert out.returncode != 0 and "make images REGISTRY=" in out.stderr, (sets, out.stderr)
+    objs = render("images.trainer.tag=0.1.0@sha256:" + "a" * 64)
+    images = {c["image"] for o in objs if "spec" in o for t in pod_templates(o) for c in t["spec"]["containers"]}
+    assert images == {f"{REGISTRY}/ssrl-generator:0.1.0", f"{REGISTRY}/ssrl-trainer:0.1.0@sha256:{'a' * 64}",
+                      f"{REGISTRY}/ssrl-minio:20260212-7aac2a2"}

@@ -199,7 +199,8 @@ def test_helm_install_and_helm_test(cluster: Cluster, tmp_path: Path) -> None:
             "--timeout", "3m", "--set", "train.workers=1", "--set", "networkPolicy.enabled=true",
             "--set", "networkPolicy.defaultDeny=true",
             # the trainer pods stay Running (KWOK stage) so their live labels can be checked after helm test
-            "--set-string", "train.podAnnotations.ssrl-test/keep-running=true")
+            "--set-string", "train.podAnnotations.ssrl-test/keep-running=true",
+            "--set", "images.registry=registry.example.com/ssrl")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "STATUS: deployed" in r.stdout
     r = run("test", "demo", "-n", ns, "--timeout", "2m")

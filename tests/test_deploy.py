@@ -278,7 +278,8 @@ BAD_VALUES = [
 def helm_template_values(tmp_path: Path, values: dict) -> subprocess.CompletedProcess:
     f = tmp_path / "values.yaml"
     f.write_text(yaml.safe_dump(values))
-    return run([helm(), "template", "r", CHART, "--kube-version", "1.31.0", "-f", f])
+    return run([helm(), "template", "r", CHART, "--kube-version", "1.31.0", "-f", f,
+                "--set", "images.registry=registry.example.com/ssrl"])
 
 
 @pytest.mark.parametrize(("case", "bad", "good", "names"), BAD_VALUES, ids=[c[0] for c in BAD_VALUES])
@@ -373,7 +374,7 @@ def test_helm_default_objects():
     assert not any(o["kind"] == "NetworkPolicy" for o in objs)
     ev = run_object(objs, "Job", "eval")["spec"]["template"]["spec"]
     c = ev["containers"][0]
-    assert "command" not in c and c["image"] == "ghcr.io/ssrl/ssrl-trainer:0.1.0"
+    assert "command" not in c and c["image"] == "registry.example.com/ssrl/ssrl-trainer:0.1.0"
     assert c["args"] == ["eval", "--model", "base=s3://ssrl/models/base", "--model",
                          "trained=s3://ssrl/checkpoints/main", "--bench", "s3://ssrl/tasks/heldout",
                          "--output", "s3://ssrl/evals/main"]
@@ -381,7 +382,7 @@ def test_helm_default_objects():
 
 
 def test_helm_eval_off_by_default():
-    out = run([helm(), "template", "r", CHART, "--kube-version", "1.31.0"])
+    out = run([helm(), "template", "r", CHART, "--kube-version", "1.31.0", "--set", "images.registry=r.example/ssrl"])
     assert out.returncode == 0, out.stderr
     components = {o["metadata"]["labels"].get("app.kubernetes.io/component") for o in load_docs(out.stdout)}
     assert "train" in components and "eval" not in components
@@ -462,7 +463,8 @@ def test_helm_notes_numbered(tmp_path):
     (chart / "templates" / "notes.yaml").write_text(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n  notes: |\n"
         '    {{- include "ssrl.notes" . | nindent 4 }}\n')
-    out = run([helm(), "template", "r", chart, "--show-only", "templates/notes.yaml"])
+    out = run([helm(), "template", "r", chart, "--show-only", "templates/notes.yaml",
+               "--set", "images.registry=r.example/ssrl"])
     assert out.returncode == 0, out.stderr
     text = load_docs(out.stdout)[0]["data"]["notes"]
     steps = re.findall(r"^(\d+)\. ", text, re.M)

@@ -58,9 +58,10 @@ def test_make_images_builds_all_three_and_prints_digests(tmp_path, engine):
     assert pushed == [c[c.index("-t") + 1] for c in builds]
     digests = re.findall(r"^pushed (\S+)@(sha256:[0-9a-f]{64})$", r.stdout, re.M)
     assert [d[0] for d in digests] == pushed
+    assert "--set images.registry=registry.example.com/ml\n" in r.stdout
     for key, (ref, digest) in zip(("generator", "trainer", "minio"), digests, strict=True):
-        repo, _, tag = ref.rpartition(":")
-        assert f"--set images.{key}.repository={repo} --set images.{key}.tag={tag}@{digest}" in r.stdout
+        assert ref.startswith(f"registry.example.com/ml/ssrl-{key}:")
+        assert f"--set images.{key}.tag={ref.rpartition(':')[2]}@{digest}\n" in r.stdout
 
 
 def test_trainer_layers_dependencies_before_source():

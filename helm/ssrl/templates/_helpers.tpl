@@ -75,13 +75,18 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
-{{/* Image reference repository:tag; refuses an empty or "latest" tag. */}}
+{{/* Image reference registry/repository:tag; refuses a missing or placeholder registry and an empty or "latest"
+tag (a tag may end in @sha256:… to pin the digest make images prints). */}}
 {{- define "ssrl.image" -}}
 {{- $img := index .root.Values.images .name }}
 {{- if or (not $img.tag) (eq (toString $img.tag) "latest") }}
 {{- fail (printf "images.%s.tag must be a pinned tag, not %q" .name (toString $img.tag)) }}
 {{- end }}
-{{- printf "%s:%s" $img.repository (toString $img.tag) }}
+{{- $registry := trimSuffix "/" (required "images.registry is required: build and push the images with `make images REGISTRY=<registry> PUSH=1` and set images.registry (README: Deployment)" .root.Values.images.registry) }}
+{{- if eq $registry "ghcr.io/ssrl" }}
+{{- fail "images.registry=ghcr.io/ssrl is a placeholder nothing publishes: push the images with `make images REGISTRY=<registry> PUSH=1` and set images.registry to that registry" }}
+{{- end }}
+{{- printf "%s/%s:%s" $registry $img.repository (toString $img.tag) }}
 {{- end }}
 
 {{/* The Secret holding one role's store credentials, given (dict "root" $ "role" "trainer"): the role's own with the
