@@ -31,7 +31,7 @@ BUCKET = "ssrl"
 @pytest.fixture
 def own_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Start a server of this test's own (it gets killed), with a user's environment pointing at it: small parts,
-    and retries that outlast a restart (0.25 s doubling to 8 s, 10 times: about a minute)."""
+    and retries that outlast a slow restart on a loaded machine (0.25 s doubling to 8 s, 14 times: 80 s)."""
     from ssrl.store import _root_store
 
     started: list[S3Server] = []
@@ -41,7 +41,7 @@ def own_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         started.append(srv)
         srv.make_bucket(BUCKET)
         config = tmp_path / "store.yaml"
-        config.write_text(f"part_size: {PART}\nparallel: 2\nretries: 10\nbackoff: 0.25\ntimeout: 20\n")
+        config.write_text(f"part_size: {PART}\nparallel: 2\nretries: 14\nbackoff: 0.25\ntimeout: 20\n")
         for k, v in {**srv.env(), "SSRL_STORE_CONFIG": str(config)}.items():
             monkeypatch.setenv(k, v)
         _root_store.cache_clear()

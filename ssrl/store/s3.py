@@ -213,6 +213,7 @@ class S3Store(Store):
         """Abort the incomplete multipart uploads of exactly this key: they hold storage and would never complete.
 
         The minio client aborts its own upload on failure, but that abort fails too when the server is down.
+        minio-py 7 has no public call for listing or aborting uploads, hence its private ones (pinned < 8).
         """
         full = self._key(key)
         for upload in self.client._list_multipart_uploads(self.bucket, prefix=full).uploads:
