@@ -165,3 +165,25 @@ def test_the_registry_is_required_and_not_the_placeholder():
     images = {c["image"] for o in objs if "spec" in o for t in pod_templates(o) for c in t["spec"]["containers"]}
     assert images == {f"{REGISTRY}/ssrl-generator:0.1.0", f"{REGISTRY}/ssrl-trainer:0.1.0@sha256:{'a' * 64}",
                       f"{REGISTRY}/ssrl-minio:20260212-7aac2a2"}
+
+
+def test_shared_cache_claim_one_folder_per_pod():
+    """cacheClaim (an RWX PVC) holds ~/.cache/ssrl: the trainer's pods each get their own sub-folder (named after
+    the pod, stable across restarts), so no two pods write one file; without it nothing mounts a claim."""
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    from tests.conftest import pytorchjob_problems
+
+    assert not any(v.get("persistentVolumeClaim") for o in run_objects(render()).values()
+                   for t in pod_templates(o) for v in t["spec"]["volumes"])
+    objs = run_objects(render("cacheClaim=shared-cache", "train.workers=1"))
+    for component, sub in (("train", "train/$(SSRL_POD_NAME)"), ("eval", "eval")):
+        for t in pod_templates(objs[component]):
+            c = t["spec"]["containers"][0]
+            assert {"name": "cache", "mountPath": "/home/ssrl/.cache/ssrl", "subPathExpr": sub} in c["volumeMounts"]
+            assert {"name": "cache", "persistentVolumeClaim": {"claimName": "shared-cache"}} in t["spec"]["volumes"]
+            if component == "train":
+                assert {"name": "SSRL_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in c["env"]
+    assert "cache" not in {m["name"] for t in pod_templates(objs["generate"]) for m in t["spec"]["containers"][0]
+                           ["volumeMounts"]}
+    kubernetes_validate.validate(objs["eval"], "1.31", strict=True)
+    assert not pytorchjob_problems(objs["train"])

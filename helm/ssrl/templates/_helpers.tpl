@@ -213,3 +213,29 @@ EFA), each as request and limit. */}}
 {{- $_ := set $r "requests" (merge (deepCopy $extra) (default (dict) $r.requests)) }}
 {{- toYaml $r }}
 {{- end }}
+
+{{/* The optional shared cache (cacheClaim, a ReadWriteMany PVC) over ~/.cache/ssrl, given (dict "root" $
+"subPath" "…"): mounts, and the volume. One sub-folder per pod, so no two pods write one file, and a restarted
+trainer pod (same name) finds its verified model, shards and checkpoint files and fetches nothing again. */}}
+{{- define "ssrl.cacheMounts" -}}
+{{- if .root.Values.cacheClaim }}
+- name: cache
+  mountPath: /home/ssrl/.cache/ssrl
+  subPathExpr: {{ .subPath }}
+{{- end }}
+{{- end }}
+{{- define "ssrl.cacheVolumes" -}}
+{{- if .root.Values.cacheClaim }}
+- name: cache
+  persistentVolumeClaim:
+    claimName: {{ .root.Values.cacheClaim }}
+{{- end }}
+{{- end }}
+{{- define "ssrl.podNameEnv" -}}
+{{- if .root.Values.cacheClaim }}
+- name: SSRL_POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+{{- end }}
+{{- end }}
