@@ -16,7 +16,7 @@ import numpy as np
 from ssrl.errors import ConfigError
 from ssrl.tasks.base import Sample, Scene, question, reject, seq, verify_exact
 from ssrl.tasks.draw import circle_markers, marker_radius
-from ssrl.tasks.windows import pick_flat
+from ssrl.tasks.windows import exact_percentiles, pick_flat
 
 NAME = "depth_order"
 REQUIRES_DEPTH = True
@@ -54,7 +54,7 @@ def normalise(depth: np.ndarray, percentiles: tuple[float, float]) -> np.ndarray
     valid = np.isfinite(depth)
     if not valid.any():
         raise reject("depth_order: no valid depth")
-    lo, hi = np.percentile(depth[valid], percentiles)
+    lo, hi = exact_percentiles(depth[valid], percentiles)
     if not hi > lo:
         raise reject("depth_order: depth is constant over the image")
     dn = ((depth - np.float32(lo)) * np.float32(1 / (hi - lo))).astype(np.float32, copy=False)

@@ -52,6 +52,36 @@ def window_minmax_at(depth: np.ndarray, ys: np.ndarray, xs: np.ndarray, size: in
     return lo, hi
 
 
+def exact_percentiles(values: np.ndarray, q: tuple[float, ...]) -> list[np.float64]:
+    """``np.percentile(values, q)`` (linear method), bit for bit and as float64, without partitioning the
+    whole array.
+
+    Robust depth ranges ask for tails (0.5 and 99.5 %): only the values beyond a threshold read off a strided
+    sample are partitioned, ~3x faster on a 1 Mpx map. If the sample misjudges the tail (too few values
+    beyond it), the full ``np.percentile`` answers instead, so the result is always exact.
+    """
+    values = np.asarray(values).ravel()
+    n = values.size
+    if n < 8192:
+        return list(np.percentile(values, q))
+    sample = np.sort(values[:: n // 2048])
+    out = []
+    for p in q:
+        virtual = np.float64(p) / 100 * (n - 1)  # numpy's own arithmetic for the rank and the weight
+        k = int(np.floor(virtual))
+        gamma = virtual - k
+        low = k < n / 2
+        need = k + 2 if low else n - k  # the smallest k + 2 values, or the largest n - k
+        r = min(sample.size - 1, int(need / n * sample.size * 1.5) + 8)
+        tail = values[values <= sample[r]] if low else values[values >= sample[sample.size - 1 - r]]
+        if tail.size < need:
+            return list(np.percentile(values, q))
+        j = k if low else k - (n - tail.size)  # rank of the k-th value inside the tail
+        a, b = np.partition(tail, [j, j + 1])[[j, j + 1]] if j + 1 < tail.size else (tail.max(), tail.max())
+        out.append(np.float64(np.quantile(np.array([a, b], dtype=values.dtype), gamma)))
+    return out
+
+
 def pick(mask: np.ndarray, rng: np.random.Generator) -> tuple[int, int] | None:
     """A uniformly random True pixel (y, x): the same law as shuffling all candidates and taking the first."""
     flat = np.flatnonzero(mask)
