@@ -298,7 +298,8 @@ def _fast_cases() -> dict[str, bytes]:
     cases |= {
         "jpeg 4:4:4": encode(Image.fromarray(rgb), "JPEG", quality=95, subsampling=0),
         "jpeg grey": encode(Image.fromarray(rgb[..., 1]), "JPEG"),
-        "jpeg drafted 1/4 (large, turned)": jpeg_with_orientation(np.tile(rgb, (6, 6, 1)), 6),
+        "jpeg drafted (large, turned, odd sides)": jpeg_with_orientation(
+            np.ascontiguousarray(np.tile(rgb, (6, 6, 1))[:-3, :-5]), 6),
         "png rgb": encode(Image.fromarray(rgb), "PNG"),
         "png rgba (partly transparent)": encode(Image.fromarray(rgba), "PNG"),
         "png rgba (opaque)": encode(Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])), "PNG"),

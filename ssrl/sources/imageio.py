@@ -210,10 +210,9 @@ def _draft_scale(img: Image.Image, need_hw: tuple[int, int]) -> int:
 
 def _draft(img: Image.Image, need_hw: tuple[int, int]) -> None:
     """Let libjpeg decode at 1/2, 1/4 or 1/8 scale, never below ``need_hw`` (see ``_draft_scale``)."""
-    scale = _draft_scale(img, need_hw)
-    if scale > 1:
-        w, h = img.size
-        img.draft("RGB", (-(-w // scale), -(-h // scale)))
+    if _draft_scale(img, need_hw) > 1:
+        need_h, need_w = need_hw
+        img.draft("RGB", (need_h, need_w) if _orientation(img) in _SWAPS_AXES else (need_w, need_h))
 
 
 #: EXIF orientation -> the numpy view ``ImageOps.exif_transpose`` would produce.
