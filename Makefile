@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STORE ?= store
 
-.PHONY: demo test test-cluster tools bench clean images
+.PHONY: demo test test-cluster test-realnode tools bench clean images
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -54,6 +54,13 @@ test: $(VENV)/.installed-dev tools
 ## test-cluster: the Kubernetes tier alone (one control plane on loopback; tests/kube.py)
 test-cluster: $(VENV)/.installed-dev tools
 	$(BIN)/python -m pytest -p no:xdist -q -m cluster
+
+## test-realnode: opt-in, not part of `make test`: real pods (the generator image on a real kubelet + containerd
+## node, tests/realnode.py); needs root and apt-get install containerd runc containernetworking-plugins iptables
+## podman buildah debootstrap gcc; images are built on first use into ~/.cache/ssrl-realnode
+test-realnode: $(VENV)/.installed-dev tools
+	scripts/tools.sh realnode
+	$(BIN)/python -m pytest -p no:xdist -q -s -m realnode tests/realnode_tier
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/bench_generate.py
