@@ -12,6 +12,7 @@ refuse the plain bucket probe the S3 client makes. Reads and writes are limited 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlparse
@@ -54,7 +55,8 @@ def policy(bucket: str, role: str) -> dict[str, Any]:
     return {"Version": "2012-10-17", "Statement": statements}
 
 
-def provision(url: str, env: Mapping[str, str] | None = None, admin: Any = None) -> list[str]:
+def provision(url: str, env: Mapping[str, str] | None = None, admin: Any = None, attempts: int = 5,
+              backoff: float = 1.0) -> list[str]:
     """Create the bucket, the role policies and the users whose keys ``env`` holds; returns what was set up.
 
     ``admin``: a ``minio.MinioAdmin`` (default: from SSRL_S3_ENDPOINT and the root AWS_* credentials)."""
@@ -74,26 +76,33 @@ def provision(url: str, env: Mapping[str, str] | None = None, admin: Any = None)
                 raise ConfigError(f"{secret_var} must be at least 8 characters (MinIO's minimum)")
             users[role] = (access, secret)
     client, admin = _clients(env, admin)
-    done = []
-    try:
-        if not client.bucket_exists(bucket):
-            client.make_bucket(bucket)
-        done.append(f"bucket {bucket}")
-        for role, (access, secret) in users.items():
-            name = policy_name(bucket, role)
-            admin.policy_add(name, policy=policy(bucket, role))
-            admin.user_add(access, secret)
-            try:
-                admin.attach_policy([name], user=access)
-            except Exception as e:  # already attached: MinIO answers an error for a no-op attach
-                if "already" not in str(e).lower() and "XMinioAdminPolicyChangeAlreadyApplied" not in str(e):
-                    raise
-            done.append(f"user {access} ({role}: policy {name})")
-    except SSRLError:
-        raise
-    except Exception as e:  # one line, never the keys
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise SSRLError(f"provisioning s3://{bucket} failed ({type(e).__name__}): {first[:300]}") from None
+    for attempt in range(attempts):
+        try:
+            return _apply(client, admin, bucket, users)
+        except Exception as e:  # one line, never the keys
+            if attempt + 1 < attempts:  # a MinIO that has just started may answer before its IAM is ready
+                time.sleep(backoff * 2 ** attempt)
+                continue
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise SSRLError(f"provisioning s3://{bucket} failed ({type(e).__name__}): {first[:300]}") from None
+    raise AssertionError("unreachable")
+
+
+def _apply(client: Any, admin: Any, bucket: str, users: dict[str, tuple[str, str]]) -> list[str]:
+    """Bucket, policies, users, attachments; each step idempotent, so a retry redoes it safely."""
+    if not client.bucket_exists(bucket):
+        client.make_bucket(bucket)
+    done = [f"bucket {bucket}"]
+    for role, (access, secret) in users.items():
+        name = policy_name(bucket, role)
+        admin.policy_add(name, policy=policy(bucket, role))
+        admin.user_add(access, secret)
+        try:
+            admin.attach_policy([name], user=access)
+        except Exception as e:  # already attached: MinIO answers an error for a no-op attach
+            if "already" not in str(e).lower() and "XMinioAdminPolicyChangeAlreadyApplied" not in str(e):
+                raise
+        done.append(f"user {access} ({role}: policy {name})")
     return done
 
 
