@@ -600,7 +600,8 @@ def test_trainer_may_write_only_its_progress(source):
     objs = rendered(source)
     train = next(o for o in objs if o["kind"] == "PyTorchJob"
                  and o["metadata"]["labels"].get("app.kubernetes.io/component") == "train")
-    for where, _, c in containers(train):
+    for where, pod, c in containers(train):
+        assert pod.get("automountServiceAccountToken") is True, f"{where}: no token to write the progress with"
         env = {e["name"]: e for e in c.get("env", [])}
         assert env["SSRL_JOB_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == \
             "metadata.labels['training.kubeflow.org/job-name']", where
