@@ -203,6 +203,40 @@ def test_two_nodes_resume_equals_uninterrupted(minio, assets: dict[str, Path], t
         assert kept == ["checkpoint-3", "checkpoint-4"], (node, kept)
 
 
+@pytest.mark.slow
+def test_single_process_resume_restores_the_weights(minio, assets: dict[str, Path], tmp_path: Path) -> None:
+    """Without DeepSpeed the Trainer's own resume loaded 1 of 57 tensors (saved key names differ from the module's):
+    the run went on from the base weights, and its KL to the reference model fell to ~0. Restarted from a committed
+    step, it must continue as the uninterrupted run does."""
+    import shutil
+
+    import torch
+
+    args = [*FAST, "--set", "rewards=[accuracy,mn_reward.LengthReward]", "--set", "reward_weights=[0.5,0.5]",
+            "--max-steps", "3", "--set", "save_steps=1", "--set", "keep_checkpoints=5"]
+
+    def train(out: Path, *extra: str) -> None:
+        r = subprocess.run([sys.executable, "-m", "ssrl", "train", "--model", str(assets["model"]), "--dataset",
+                            str(assets["tasks"]), "--output", str(out), *args, *extra], capture_output=True,
+                           text=True, env=env_for(minio, assets), timeout=300)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+
+    train(tmp_path / "ref")
+    (tmp_path / "cut").mkdir()  # the run as a crash after step 1 leaves it
+    shutil.copytree(tmp_path / "ref" / "step-1", tmp_path / "cut" / "step-1")
+    (tmp_path / "cut" / "latest").write_text('{"step": 1}')
+    train(tmp_path / "cut", "--resume", "auto")
+    ref = json.loads((tmp_path / "ref" / "step-3" / "trainer_state.json").read_text())
+    cut = json.loads((tmp_path / "cut" / "step-3" / "trainer_state.json").read_text())
+    for key in ("kl", "loss", "grad_norm"):
+        resumed = {s: v for s, v in logged(cut, key).items() if s > 1}
+        assert resumed == pytest.approx({s: logged(ref, key)[s] for s in resumed}, rel=1e-5, abs=1e-7), key
+    first = weights(str(tmp_path / "ref"), 3, tmp_path / "w-ref")
+    again = weights(str(tmp_path / "cut"), 3, tmp_path / "w-cut")
+    for k in first:
+        torch.testing.assert_close(again[k], first[k], rtol=1e-5, atol=1e-7, msg=k)
+
+
 def test_resumed_epoch_draws_the_uninterrupted_prompt_order() -> None:
     """A run resumed in its third epoch skips the first two without drawing them: TRL's sampler, seeded once, then
     gave it the first epoch's order again. With ``seed_each_epoch`` it draws what an uninterrupted run draws."""

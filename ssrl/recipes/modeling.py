@@ -137,3 +137,20 @@ def run_scratch(output: str, work_dir: str = "") -> Path:
     if "://" not in output:
         return Path(output).parent / f".work-{Path(output).name}"
     return Path("~/.cache/ssrl/runs").expanduser() / output.rstrip("/").rsplit("/", 1)[-1]
+
+
+def restore_weights(model: Any, checkpoint: str | Path) -> None:
+    """Load a checkpoint's weights into ``model`` through ``from_pretrained``, which maps the saved key names.
+
+    Without DeepSpeed the Trainer resumes the weights with ``load_state_dict(strict=False)`` on the raw safetensors
+    keys, which transformers 5 writes in the checkpoint layout (``model.layers.*``), not the module's
+    (``model.language_model.layers.*``): 56 of the tiny Qwen2.5-VL's 57 tensors did not load, and the run went on
+    from the base weights with the checkpoint's optimizer state. Here every key must match.
+    """
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    saved = AutoModelForImageTextToText.from_pretrained(checkpoint, dtype=next(model.parameters()).dtype,
+                                                        use_safetensors=True)
+    with torch.no_grad():
+        model.load_state_dict(saved.state_dict(), strict=True)

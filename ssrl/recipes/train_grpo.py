@@ -330,7 +330,7 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
     from ssrl.recipes.callbacks import JobProgressCallback, MetricsCallback, StoreCheckpointCallback, TaskAccuracy
     from ssrl.recipes.data import load_task_dataset
     from ssrl.recipes.dist import node_ranks, once_per_node
-    from ssrl.recipes.modeling import lora_config, resolve_model, vision_token_ids
+    from ssrl.recipes.modeling import lora_config, resolve_model, restore_weights, vision_token_ids
     from ssrl.recipes.rewards import AccuracyReward, get_reward
     from ssrl.store import open_store
     from ssrl.store.checkpoints import latest_step, list_steps, pull_checkpoint
@@ -379,6 +379,8 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
     trainer.callback_handler.callbacks.insert(0, metrics)  # before TensorBoard's, which logs what it adds
     trainer.add_callback(StoreCheckpointCallback(cfg.output, cfg.keep_checkpoints, run_metadata(cfg)))
     trainer.add_callback(JobProgressCallback.from_env())  # progress annotation on its PyTorchJob, in a cluster
+    if resume_from is not None and cfg.deepspeed == "none" and not cfg.lora_r:
+        restore_weights(trainer.model, resume_from)  # DeepSpeed restores its own; LoRA goes through load_adapter
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     # The Trainer saves at the last step too (save_strategy=steps), so the final state is committed.
     history = [h for h in trainer.state.log_history if "loss" in h or "reward" in h]
