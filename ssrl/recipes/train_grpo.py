@@ -292,12 +292,18 @@ def validation_sampling(trainer: Any, temperature: float, top_p: float, accuracy
 
 
 def seed_each_epoch(trainer: Any) -> None:
-    """Give TRL's ``RepeatSampler`` the ``set_epoch`` the Trainer calls at every epoch, so that a resumed run draws
-    each epoch's prompt order exactly as an uninterrupted one. The sampler draws every epoch from one generator seeded
-    once; a run resumed in epoch k skips the earlier epochs without drawing them, so it got epoch 0's order again.
-    ``set_epoch(k)`` reseeds and discards k draws: the uninterrupted order is unchanged."""
-    import torch
+    """Make a resumed run draw each epoch's prompt order exactly as an uninterrupted one. TRL's ``RepeatSampler``
+    draws every epoch from one generator seeded once; a run resumed in epoch k skips the earlier epochs without
+    drawing them, so it got epoch 0's order again. Its ``set_epoch(k)`` here reseeds and discards k draws (the
+    uninterrupted order is unchanged), called at every epoch's start by a callback: the Trainer's own ``set_epoch``
+    does not reach the sampler through a resumed multi-process run's wrappers (``SkipBatchSampler`` over
+    ``BatchSamplerShard``)."""
+    import math
 
+    import torch
+    from transformers import TrainerCallback
+
+    samplers: list[Any] = []
     make = trainer._get_train_sampler
 
     def sampler(*args: Any, **kwargs: Any) -> Any:
@@ -309,9 +315,16 @@ def seed_each_epoch(trainer: Any) -> None:
                     torch.randperm(s.num_samples, generator=s.generator)
 
             s.set_epoch = set_epoch
+            samplers.append(s)
         return s
 
+    class EpochSeed(TrainerCallback):
+        def on_epoch_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            for s in samplers:  # state.epoch: an integer at an epoch's start, k.fraction when resumed inside epoch k
+                s.set_epoch(math.floor(state.epoch + 1e-6))
+
     trainer._get_train_sampler = sampler
+    trainer.add_callback(EpochSeed())
 
 
 def run_metadata(cfg: TrainConfig) -> dict[str, Any]:
