@@ -221,7 +221,8 @@ class RealNode:
         self._kubelet()
 
     def _save_state(self) -> None:
-        STATE.write_text(json.dumps({"root": str(self.root), "sysctls": self.sysctls, "made_dirs": self.made_dirs}))
+        STATE.write_text(json.dumps({"root": str(self.root), "sysctls": self.sysctls, "made_dirs": self.made_dirs,
+                                     "pid": os.getpid(), "pid_start": _start_time(os.getpid())}))
 
     def _containerd(self, archives: list[Path]) -> None:
         c = self.root / "ctrd"
@@ -400,6 +401,23 @@ def _shim_pids(root: Path) -> list[int]:
     return pids
 
 
+def _start_time(pid: int) -> str:
+    """A process's start time (field 22 of /proc/PID/stat): with the pid, tells a live owner from a reused pid."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _kill_naming(folder: Path) -> None:
+    """SIGKILL every process whose command line names ``folder`` (a killed run's daemons, by their own pids)."""
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit() and int(p.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                if str(folder) + "/" in (p / "cmdline").read_text(errors="replace"):
+                    os.kill(int(p.name), signal.SIGKILL)
+
+
 def cleanup(root: Path, sysctls: dict[str, str], made_dirs: list[str]) -> list[str]:
     """Remove what a node under ``root`` made on the host; returns what could not be removed."""
     errors: list[str] = []
@@ -473,7 +491,15 @@ def cleanup_leftovers() -> None:
     if not STATE.exists():
         return
     state = json.loads(STATE.read_text())
-    cleanup(Path(state["root"]), state.get("sysctls", {}), state.get("made_dirs", []))
+    owner = state.get("pid")
+    if owner and owner != os.getpid() and Path(f"/proc/{owner}").exists() and \
+            state.get("pid_start") == _start_time(owner):
+        raise RuntimeError(f"another real-node run is active (pid {owner}, {state['root']}): one per host")
+    root = Path(state["root"])
+    # The rest of that run's tier (control plane, MinIO) lives beside the node's root: its processes name it.
+    if root.parent.name.startswith("realnode"):
+        _kill_naming(root.parent)
+    cleanup(root, state.get("sysctls", {}), state.get("made_dirs", []))
     STATE.unlink(missing_ok=True)
 
 

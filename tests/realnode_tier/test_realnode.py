@@ -16,7 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.realnode import GATEWAY, GENERATOR_IMAGE, NODE, BridgeMinio, RealCluster, RealNode, images, missing
+from tests.realnode import (
+    GATEWAY,
+    GENERATOR_IMAGE,
+    NODE,
+    BridgeMinio,
+    RealCluster,
+    RealNode,
+    cleanup_leftovers,
+    images,
+    missing,
+)
 from tests.servers import ACCESS_KEY, ROOT, SECRET_KEY, tool
 
 pytestmark = [pytest.mark.realnode, pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -28,6 +38,7 @@ def tier(tmp_path_factory: pytest.TempPathFactory):
     gaps = missing()
     if gaps:
         pytest.skip("real-node tier needs: " + ", ".join(gaps))
+    cleanup_leftovers()  # a killed earlier run: its daemons, bridge, chains, cgroups, mounts (tests/realnode.py)
     t0 = time.monotonic()
     archives = images("pause") + images("generator")
     TIMINGS["images"] = time.monotonic() - t0
