@@ -8,12 +8,14 @@ mounted under /sys/fs/cgroup, and ``scripts/tools.sh realnode`` (kubelet, kube-p
 Everything stays on loopback and on addresses this module creates: the bridge ``ssrlrn0`` with the gateway
 address ``GATEWAY`` is made before the kubelet starts and is the node's InternalIP (the kubelet refuses
 loopback), the kubelet serves on it, and servers the pods talk to (the test's MinIO) listen on it. The CNI
-bridge has no IP masquerade and the pods no default route. No registry: the sandbox image is a local pause
-image and every pod uses ``imagePullPolicy: Never``.
+bridge has no IP masquerade and the pods no default route, only routes to their subnet and to the Service
+range (via the gateway, where kube-proxy's iptables rules translate ClusterIPs). kube-proxy and CoreDNS run as
+host daemons (CoreDNS on the gateway address, the kubelet's clusterDNS, serving the cluster domain only).
+No registry: the sandbox image is a local pause image and every pod uses ``imagePullPolicy: Never``.
 
 What it changes outside its temp folder, and removes in :meth:`RealNode.stop` (also after a failed start, and
-at the next start if a run was killed, from the state file ``STATE``): the bridge; the kubelet's iptables
-chains (KUBE-FIREWALL, KUBE-KUBELET-CANARY, KUBE-IPTABLES-HINT and the INPUT/OUTPUT jumps); the cgroups
+at the next start if a run was killed, from the state file ``STATE``): the bridge; the kubelet's and
+kube-proxy's iptables chains (``KUBE-*``, IPv4 and IPv6, and the jumps to them from the built-in chains); the cgroups
 ``/sys/fs/cgroup/<controller>/ssrl-realnode`` (the kubelet's cgroupRoot; ``unified`` too on a hybrid host); mounts
 under the temp folder; three host sysctls the kubelet sets (``vm.overcommit_memory``, ``kernel.panic``,
 ``kernel.panic_on_oops``), restored to their earlier values; the host folders in ``HOST_DIRS`` (kubelet
@@ -41,13 +43,16 @@ NODE = "ssrl-real-0"
 BRIDGE = "ssrlrn0"
 SUBNET = "10.213.77.0/24"
 GATEWAY = "10.213.77.1"
+#: tests/kube.py's --service-cluster-ip-range: pods route it via the gateway, where kube-proxy's rules DNAT it.
+SERVICE_CIDR = "10.96.0.0/16"
 CNI_NETWORK = "ssrl-realnode"
 CGROUP = "ssrl-realnode"
 PAUSE_IMAGE = "localhost/ssrl-pause:1"
 GENERATOR_IMAGE = "localhost/ssrl-generator:realnode"
 #: The kubelet sets these when protectKernelDefaults is false (its default); restored at stop.
 SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops")
-KUBELET_CHAINS = ("KUBE-FIREWALL", "KUBE-KUBELET-CANARY", "KUBE-IPTABLES-HINT")
+#: Every iptables chain the kubelet and kube-proxy make starts with this (nothing else on the host uses it).
+KUBE_CHAIN_PREFIX = "KUBE-"
 CNI_BIN = Path("/usr/lib/cni")
 #: Host folders the kubelet and libcni use whatever their configuration (device-plugins socket, /var/log/containers
 #: links, libcni's result cache): removed at stop when this run created them, else only our entries in them.
@@ -230,7 +235,8 @@ class RealNode:
         (self.root / "cni" / "net.d" / "10-ssrl.conflist").write_text(json.dumps({
             "cniVersion": "0.4.0", "name": CNI_NETWORK, "plugins": [{
                 "type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": False, "hairpinMode": True,
-                "ipam": {"type": "host-local", "ranges": [[{"subnet": SUBNET, "gateway": GATEWAY}]], "routes": [],
+                "ipam": {"type": "host-local", "ranges": [[{"subnet": SUBNET, "gateway": GATEWAY}]],
+                         "routes": [{"dst": SERVICE_CIDR, "gw": GATEWAY}],
                          "dataDir": str(self.root / "cni" / "ipam")}}]}))
         c.mkdir(parents=True, exist_ok=True)
         (c / "config.toml").write_text(f"""version = 2
@@ -321,6 +327,8 @@ imageGCLowThresholdPercent: 99
 registerNode: true
 oomScoreAdj: 0
 serializeImagePulls: false
+clusterDNS: ["{GATEWAY}"]
+clusterDomain: cluster.local
 """)
         t0 = time.monotonic()
         self._spawn("kubelet", [str(tool("kubelet")), f"--config={self.root / 'kubelet-config.yaml'}",
@@ -335,6 +343,54 @@ serializeImagePulls: false
         self._wait("nvidia.com/gpu allocatable", lambda: self.cluster.kubectl(
             "get", "node", NODE, "-o", r"jsonpath={.status.allocatable.nvidia\.com/gpu}", check=False
         ).stdout.strip() == str(self.gpus), 60, "kubelet")
+        t0 = time.monotonic()
+        self._services()
+        self.timings["kube-proxy + CoreDNS"] = time.monotonic() - t0
+
+    def _services(self) -> None:
+        """kube-proxy (iptables mode) and CoreDNS as host daemons: ClusterIPs and Service names work in pods.
+
+        CoreDNS runs on the host, listening on the gateway address (the kubelet's clusterDNS), because the API
+        server of tests/kube.py listens on loopback only, which pods cannot reach; it serves the cluster domain
+        only (no ``forward``: pods resolve nothing outside the cluster)."""
+        kubeconfig = self.cluster.kubeconfig
+        health_port = free_port()
+        (self.root / "kube-proxy.yaml").write_text(f"""apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: iptables
+clientConnection: {{kubeconfig: "{kubeconfig}"}}
+hostnameOverride: {NODE}
+bindAddress: {GATEWAY}
+healthzBindAddress: 127.0.0.1:{health_port}
+metricsBindAddress: 127.0.0.1:{free_port()}
+clusterCIDR: {SUBNET}
+conntrack: {{maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}}
+iptables: {{localhostNodePorts: false, masqueradeAll: false}}
+""")
+        self._spawn("kube-proxy", [str(tool("kube-proxy")), f"--config={self.root / 'kube-proxy.yaml'}", "--v=1"])
+        ready_port = free_port()
+        (self.root / "Corefile").write_text(f""".:53 {{
+    bind {GATEWAY}
+    errors
+    ready 127.0.0.1:{ready_port}
+    kubernetes cluster.local in-addr.arpa ip6.arpa {{
+        kubeconfig {kubeconfig} ssrl-test
+    }}
+}}
+""")
+        self._spawn("coredns", [str(tool("coredns")), "-conf", str(self.root / "Corefile")])
+
+        def up(port: int, path: str) -> bool:
+            import urllib.request
+
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1).close()
+                return True
+            except Exception:
+                return False
+
+        self._wait("kube-proxy", lambda: up(health_port, "/healthz"), 60, "kube-proxy")
+        self._wait("CoreDNS", lambda: up(ready_port, "/ready"), 60, "coredns")
 
     def ready(self) -> bool:
         r = self.cluster.kubectl("get", "node", NODE, "-o", "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
@@ -354,7 +410,7 @@ serializeImagePulls: false
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline and self._tasks():
                 time.sleep(0.5)
-        for name in ("kubelet", "containerd"):
+        for name in ("coredns", "kube-proxy", "kubelet", "containerd"):
             if name == "containerd":
                 self._kill_containers()
             proc = self.procs.get(name)
@@ -444,20 +500,23 @@ def cleanup(root: Path, sysctls: dict[str, str], made_dirs: list[str]) -> list[s
         errors.append(f"mounts under {root}: {mine}")
     if _sh("ip", "link", "show", BRIDGE).returncode == 0:
         _sh("ip", "link", "delete", BRIDGE)
-    # Veths of pods whose netns was lost go with the netns; none should be left on the bridge (it is gone).
-    for table in ("filter", "nat", "mangle"):
-        for iptables in ("iptables", "ip6tables"):
-            if not shutil.which(iptables):
-                continue
-            for parent in ("INPUT", "OUTPUT", "FORWARD", "POSTROUTING", "PREROUTING"):
-                for chain in KUBELET_CHAINS:
-                    while _sh(iptables, "-t", table, "-D", parent, "-j", chain).returncode == 0:
-                        pass
-            for chain in KUBELET_CHAINS:
-                if _sh(iptables, "-t", table, "-L", chain, "-n").returncode == 0:
-                    _sh(iptables, "-t", table, "-F", chain)
-                    if _sh(iptables, "-t", table, "-X", chain).returncode:
-                        errors.append(f"{iptables} -t {table} chain {chain}")
+    # The kubelet's and kube-proxy's chains: the jumps to them from the built-in chains, then the chains.
+    for iptables in ("iptables", "ip6tables"):
+        if not shutil.which(iptables):
+            continue
+        for table in ("filter", "nat", "mangle"):
+            rules = _sh(f"{iptables}-save", "-t", table).stdout.splitlines()
+            chains = [r[1:].split()[0] for r in rules if r.startswith(":" + KUBE_CHAIN_PREFIX)]
+            for rule in rules:
+                parts = rule.split()
+                jumps_to_kube = "-j" in parts[:-1] and parts[parts.index("-j") + 1].startswith(KUBE_CHAIN_PREFIX)
+                if rule.startswith("-A ") and not parts[1].startswith(KUBE_CHAIN_PREFIX) and jumps_to_kube:
+                    _sh("sh", "-c", f"{iptables} -t {table} -D {rule[3:]}")  # iptables-save quotes for a shell
+            for chain in chains:
+                _sh(iptables, "-t", table, "-F", chain)
+            for chain in chains:
+                if _sh(iptables, "-t", table, "-X", chain).returncode:
+                    errors.append(f"{iptables} -t {table} chain {chain}")
     for d in _cgroup_dirs():
         if d.is_dir():
             for sub in sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
@@ -510,7 +569,7 @@ def leftovers(root: Path, sysctls: dict[str, str], made_dirs: list[str]) -> list
         found.append(f"bridge {BRIDGE}")
     for save in ("iptables-save", "ip6tables-save"):
         if shutil.which(save):
-            rules = [r for r in _sh(save).stdout.splitlines() if any(c in r for c in KUBELET_CHAINS)]
+            rules = [r for r in _sh(save).stdout.splitlines() if KUBE_CHAIN_PREFIX in r]
             found += [f"{save}: {r}" for r in rules]
     found += [f"cgroup {d}" for d in _cgroup_dirs() if d.exists()]
     found += [f"mount {line.split()[1]}" for line in Path("/proc/self/mounts").read_text().splitlines()

@@ -178,3 +178,66 @@ def test_generator_indexed_job_commits_shards_and_manifest(tier, tmp_path: Path)
                                          check=True, cwd=ROOT).stdout)
     print(json.dumps({k: manifest[k] for k in manifest if k != "config"}, indent=1)[:3000])
     ssrl("verify", "s3://ssrl/tasks/real")
+
+
+def test_service_name_and_cluster_ip_reach_a_pod(tier) -> None:
+    """CoreDNS resolves a Service's name in a pod, kube-proxy's rules carry its ClusterIP to the backing pod."""
+    cluster, node, _ = tier
+    ns = "svc"
+    cluster.kubectl("create", "namespace", ns)
+    pod = f"""  nodeSelector: {{kubernetes.io/hostname: {NODE}}}
+  terminationGracePeriodSeconds: 0
+  automountServiceAccountToken: false
+  securityContext: {{runAsNonRoot: true, runAsUser: 10001}}"""
+    cluster.kubectl("apply", "-n", ns, "-f", "-", input=f"""apiVersion: v1
+kind: Pod
+metadata: {{name: web, labels: {{app: web}}}}
+spec:
+{pod}
+  containers:
+  - name: web
+    image: {GENERATOR_IMAGE}
+    imagePullPolicy: Never
+    command: ["python", "-m", "http.server", "8000", "-d", "/opt/venv"]
+    readinessProbe: {{tcpSocket: {{port: 8000}}, periodSeconds: 1}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web}}
+spec:
+  selector: {{app: web}}
+  ports: [{{port: 80, targetPort: 8000}}]
+""")
+    cluster.kubectl("wait", "-n", ns, "--for=condition=Ready", "pod/web", "--timeout=120s", timeout=150)
+    cluster_ip = get(cluster, "service", "web", "-n", ns)["spec"]["clusterIP"]
+    # kube-proxy may not have synced the new endpoint yet: the client retries.
+    script = ("import socket, time, urllib.request\n"
+              "for _ in range(30):\n"
+              "    try:\n"
+              f"        ip = socket.gethostbyname('web.{ns}.svc.cluster.local')\n"
+              f"        status = urllib.request.urlopen('http://web.{ns}.svc.cluster.local/', timeout=3).status\n"
+              "        print(ip, status)\n"
+              "        break\n"
+              "    except Exception as e:\n"
+              "        print('retry', e)\n"
+              "        time.sleep(1)\n"
+              "else:\n"
+              "    raise SystemExit(1)\n")
+    cluster.kubectl("apply", "-n", ns, "-f", "-", input=f"""apiVersion: v1
+kind: Pod
+metadata: {{name: client}}
+spec:
+{pod}
+  restartPolicy: Never
+  containers:
+  - name: client
+    image: {GENERATOR_IMAGE}
+    imagePullPolicy: Never
+    command: ["python", "-c", {json.dumps(script)}]
+""")
+    phase = wait_for("client finished", lambda: get(cluster, "pod", "client", "-n", ns).get("status", {}).get(
+        "phase") in ("Succeeded", "Failed") and get(cluster, "pod", "client", "-n", ns)["status"]["phase"], 120,
+        lambda: describe(cluster, ns) + node.log_tail("kube-proxy"))
+    logs = cluster.kubectl("logs", "-n", ns, "client").stdout
+    assert phase == "Succeeded", logs
+    assert logs.strip().splitlines()[-1] == f"{cluster_ip} 200", logs
