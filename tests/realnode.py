@@ -402,14 +402,16 @@ iptables: {{localhostNodePorts: false, masqueradeAll: false}}
     def stop(self) -> None:
         """Pods, kubelet, containers, containerd, then everything made on the host (see the module docstring)."""
         errors: list[str] = []
+        t0 = time.monotonic()
         kubelet = self.procs.get("kubelet")
         if kubelet and kubelet.poll() is None:
             # Let the kubelet tear the pods down through the CRI (CNI DEL, netns, cgroups) while it still runs.
             self.cluster.kubectl("delete", "pods", "--all-namespaces", f"--field-selector=spec.nodeName={NODE}",
                                  "--grace-period=0", "--force", "--wait=false", check=False, timeout=30)
             deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and self._tasks():
+            while time.monotonic() < deadline and self._tasks(running=True):
                 time.sleep(0.5)
+        self.timings["pods removed"] = time.monotonic() - t0
         for name in ("coredns", "kube-proxy", "kubelet", "containerd"):
             if name == "containerd":
                 self._kill_containers()
@@ -421,6 +423,7 @@ iptables: {{localhostNodePorts: false, masqueradeAll: false}}
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
+        self.timings["daemons stopped"] = time.monotonic() - t0
         self.cluster.kubectl("delete", "node", NODE, "--wait=false", check=False, timeout=30)
         errors += cleanup(self.root, self.sysctls, self.made_dirs)
         errors += leftovers(self.root, self.sysctls, self.made_dirs)
@@ -428,11 +431,13 @@ iptables: {{localhostNodePorts: false, masqueradeAll: false}}
         if errors:
             raise RuntimeError("real node teardown left:\n" + "\n".join(errors))
 
-    def _tasks(self) -> list[str]:
+    def _tasks(self, running: bool = False) -> list[str]:
+        """containerd's tasks (containers with a process or a not yet deleted exit), or only the RUNNING ones."""
         if not self.procs.get("containerd") or self.procs["containerd"].poll() is not None:
             return []
-        r = self.ctr("tasks", "ls", "-q", check=False, timeout=30)
-        return r.stdout.split() if r.returncode == 0 else []
+        r = self.ctr("tasks", "ls", check=False, timeout=30)
+        rows = [line.split() for line in r.stdout.splitlines()[1:]] if r.returncode == 0 else []
+        return [row[0] for row in rows if row and (not running or row[-1] == "RUNNING")]
 
     def _kill_containers(self) -> None:
         for task in self._tasks():

@@ -62,9 +62,12 @@ def tier(tmp_path_factory: pytest.TempPathFactory):
         try:
             node.stop()
         finally:
+            TIMINGS["node teardown"] = time.monotonic() - t0
+            t0 = time.monotonic()
             minio.stop()
             cluster.stop()
-        TIMINGS["teardown"] = time.monotonic() - t0
+            TIMINGS["control plane + MinIO stop"] = time.monotonic() - t0
+        TIMINGS.update({f"stop: {k}": v for k, v in node.timings.items() if k in ("pods removed", "daemons stopped")})
         print("\nreal-node tier timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in TIMINGS.items()))
 
 
@@ -145,9 +148,24 @@ def test_generator_indexed_job_commits_shards_and_manifest(tier, tmp_path: Path)
     cluster.kubectl("create", "secret", "generic", "ssrl-store", "-n", ns,
                     f"--from-literal=AWS_ACCESS_KEY_ID={ACCESS_KEY}",
                     f"--from-literal=AWS_SECRET_ACCESS_KEY={SECRET_KEY}")
+    # The store by Service name, as the chart gives it to pods (http://<release>-minio:9000): a Service without
+    # selector whose EndpointSlice is the test's MinIO on the gateway address (CoreDNS + kube-proxy).
+    cluster.kubectl("apply", "-n", ns, "-f", "-", input=f"""apiVersion: v1
+kind: Service
+metadata: {{name: minio}}
+spec:
+  ports: [{{name: s3, port: 9000}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: minio-test, labels: {{kubernetes.io/service-name: minio}}}}
+addressType: IPv4
+endpoints: [{{addresses: ["{GATEWAY}"]}}]
+ports: [{{name: s3, port: {minio.port}, protocol: TCP}}]
+""")
     t0 = time.monotonic()
     ssrl("submit", "generate", "--name", "corpus", "-n", ns, "--kind", "job", "--set", "generate.shards=2",
-         "--image", GENERATOR_IMAGE, "--set", "image_pull_policy=Never", "--set", f"store_endpoint={minio.endpoint}",
+         "--image", GENERATOR_IMAGE, "--set", "image_pull_policy=Never", "--set", "store_endpoint=http://minio:9000",
          "--node-selector", f"kubernetes.io/hostname={NODE}", "--set", "generate.scratch_size=1Gi",
          "--set", 'generate.resources={requests: {cpu: 100m, memory: 256Mi}, limits: {cpu: "1", memory: 2Gi}}',
          # 6 sources in shards of 3: two data shards, one per pod, so both pods must commit theirs.
