@@ -10,14 +10,18 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(VENV)/.installed-core: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e ".[train]"
+# The pins in docker/trainer-constraints.txt (what the trainer image installs) constrain every install, so the
+# demo, the tests and the image run the same torch/transformers/TRL, whatever PyPI released since.
+CONSTRAINTS := docker/trainer-constraints.txt
+
+$(VENV)/.installed-core: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(BIN)/pip install -q -c $(CONSTRAINTS) -e ".[train]"
 	touch $@
 
 # torch from PyPI (a CUDA build that also runs on CPU) comes with the train extra; pip's cache serves reruns.
 # DeepSpeed builds from source after torch, with no ops compiled ahead (they JIT on first use).
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e ".[dev,s3,train,k8s]"
+$(VENV)/.installed-dev: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(BIN)/pip install -q -c $(CONSTRAINTS) -e ".[dev,s3,train,k8s]"
 	DS_BUILD_OPS=0 $(BIN)/pip install -q "deepspeed>=0.19,<0.20"
 	touch $@
 

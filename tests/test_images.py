@@ -83,7 +83,8 @@ def test_trainer_layers_dependencies_before_source():
 
 @pytest.mark.slow
 def test_trainer_constraints_are_what_the_suite_runs():
-    """The pins equal this environment's installed closure of ssrl[s3,train,k8s]: regenerate them when it moves."""
+    """The pins cover this environment's installed closure of ssrl[s3,train,k8s] exactly. make installs under them
+    (pip -c), so this fails when pyproject gains a dependency the pins lack: regenerate them."""
     pytest.importorskip("torch")
     r = subprocess.run([sys.executable, str(DOCKER / "lock-trainer.py")], capture_output=True, text=True, check=True)
     assert r.stdout == (DOCKER / "trainer-constraints.txt").read_text(), \
