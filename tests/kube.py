@@ -180,7 +180,11 @@ current-context: ssrl-test
             bins["kube-controller-manager"], *common, f"--secure-port={free_port()}",
             f"--service-account-private-key-file={pki / 'sa.key'}", f"--root-ca-file={pki / 'ca.crt'}",
             "--use-service-account-credentials=false", "--controllers=*,-nodeipam,-cloud-node-lifecycle",
-            "--concurrent-job-syncs=5", "--v=1"])
+            "--concurrent-job-syncs=5", "--v=1",
+            # KWOK renews the fake nodes' leases; on 2 busy cores a renewal can come late, and the default 50 s
+            # grace turns the nodes NotReady, which un-readies their pods for good (KWOK's stages run once), so
+            # `helm --wait` then waits for a MinIO that never turns Ready again. This tier does not test node loss.
+            "--node-monitor-grace-period=10m"])
         # A pod found unschedulable just before its claim binds waits for the next retry of unschedulable pods,
         # 5 min by default (longer than helm --wait gives it); retry every 5 s instead.
         self._spawn("kube-scheduler", [bins["kube-scheduler"], *common, f"--secure-port={free_port()}", "--v=1",

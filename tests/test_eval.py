@@ -208,6 +208,7 @@ def run_eval(*args: str, launcher: list[str] | None = None) -> subprocess.Comple
     return subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=600)
 
 
+@pytest.mark.slow
 def test_eval_end_to_end_two_models_tsv_and_heldout_tasks(tiny: Path, heldout: Path, tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     bench = write_tsv(tmp_path / "MiniBench.tsv", tsv_rows(), TSV_COLUMNS)
@@ -246,6 +247,7 @@ def test_eval_end_to_end_two_models_tsv_and_heldout_tasks(tiny: Path, heldout: P
     assert json.loads((out / "results.json").read_text())["benchmarks"] == results2["benchmarks"]
 
 
+@pytest.mark.slow
 def test_eval_data_parallel_ranks_match_one_process(tiny: Path, heldout: Path, tmp_path: Path) -> None:
     common = ["-m", f"m={tiny}", "-b", str(heldout), "--batch-size", "1", "--limit", "6"]
     one = run_eval(*common, "-o", str(tmp_path / "one"), "--set", f"work_dir={tmp_path / 'w1'}")
@@ -260,6 +262,7 @@ def test_eval_data_parallel_ranks_match_one_process(tiny: Path, heldout: Path, t
     assert timing["ranks"] == 2 and timing["samples"] == 6
 
 
+@pytest.mark.slow
 def test_eval_with_model_benchmark_and_report_in_s3(tiny: Path, s3: str, tmp_path: Path) -> None:
     from ssrl.store import open_store
     from ssrl.store.transfer import commit, read_commit, upload_tree
