@@ -110,7 +110,9 @@ dist.init_process_group("gloo")
 acc, rank = TaskAccuracy(), dist.get_rank()
 for task, value in ([("crop", 1.0)] if rank == 0 else [("crop", 0.0)] * 3 + [("flip", 1.0)]):
     acc.add(task, value)
-print(json.dumps({"rank": rank, "first": acc.drain(), "again": acc.drain()}))
+result = {"rank": rank, "first": acc.drain(), "again": acc.drain()}
+with open(f"{sys.argv[1]}/rank-{rank}.json", "w") as f:  # one file per rank: their shared stdout interleaves
+    json.dump(result, f)
 dist.destroy_process_group()
 """
 
@@ -121,10 +123,10 @@ def test_task_accuracy_counts_every_rank(tmp_path: Path) -> None:
     (before: rank 0 reported only its own share, crop 1.0 and no flip)."""
     (tmp_path / "gather.py").write_text(GATHER)
     torchrun = Path(sys.executable).parent / "torchrun"
-    r = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", str(tmp_path / "gather.py")],
-                       capture_output=True, text=True, env=ENV, timeout=120)
+    r = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", str(tmp_path / "gather.py"),
+                        str(tmp_path)], capture_output=True, text=True, env=ENV, timeout=120)
     assert r.returncode == 0, r.stderr[-3000:]
-    out = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+    out = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("rank-*.json"))]
     assert sorted(o["rank"] for o in out) == [0, 1]
     assert all(o["first"] == {"accuracy/crop": 0.25, "accuracy/flip": 1.0} and o["again"] == {} for o in out)
 
