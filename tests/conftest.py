@@ -9,6 +9,7 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -134,13 +135,17 @@ def pytorchjob_schema() -> dict:
     return next(v for v in crd["spec"]["versions"] if v["name"] == "v1")["schema"]["openAPIV3Schema"]
 
 
-def wait_until(condition: Callable[[], object], timeout: float, what: str, every: float = 0.05) -> None:
-    """Poll ``condition`` until it holds (no sleep stands in for synchronisation); an expired deadline fails."""
+def wait_for(what: str, fn: Callable[[], Any], timeout: float = 90, every: float = 0.5,
+             diagnose: Callable[[], str] | None = None) -> Any:
+    """Poll ``fn`` until it returns something truthy and return that (no sleep stands in for synchronisation); an
+    expired deadline fails the test with ``fn``'s last answer and, when given, ``diagnose()``'s account."""
     deadline = time.monotonic() + timeout
-    while not condition():
+    while not (last := fn()):
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what} (last: {last})"
+                        + (f"\n{diagnose()}" if diagnose else ""))
         time.sleep(every)
+    return last
 
 
 def textured(h: int, w: int, seed: int = 0) -> np.ndarray:

@@ -11,11 +11,11 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import wait_for
 from tests.kube import CPU_NODES, GPU_NODES, LOG_LINES, Cluster
 from tests.servers import ROOT, tool
 
@@ -43,17 +43,6 @@ def ssrl(cluster: Cluster, *args: str, timeout: float = 120) -> subprocess.Compl
 
 def get(cluster: Cluster, *args: str) -> dict:
     return json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
-
-
-def wait_for(what: str, fn, timeout: float = 90, every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what} (last: {last})")
 
 
 def pytorchjob_phase(cluster: Cluster, name: str, ns: str) -> str:

@@ -15,7 +15,7 @@ from ssrl.dataset.generate import GenerateConfig, resolve_partition, run
 from ssrl.dataset.shards import iter_rows, read_manifest
 from ssrl.errors import ConfigError, RejectError
 from tests.badcorpus import build_bad_corpus
-from tests.conftest import wait_until
+from tests.conftest import wait_for
 
 SMALL = {"min_pixels": 3136, "max_pixels": 50176}  # 56x56 .. 224x224: fast, still valid for every task
 
@@ -97,7 +97,7 @@ def test_resume_after_kill_is_byte_identical(synth_dir: Path, tmp_path: Path) ->
     subprocess.run([*args, "-o", str(tmp_path / "clean")], check=True, capture_output=True)
     proc = subprocess.Popen([*args, "-o", str(tmp_path / "killed")], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    wait_until((tmp_path / "killed" / "shard-00002.json").exists, 60, "shard 2 committed", every=0.02)
+    wait_for("shard 2 committed", (tmp_path / "killed" / "shard-00002.json").exists, 60, every=0.02)
     assert proc.poll() is None, "the generator finished before it was killed"
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL

@@ -20,7 +20,7 @@ from minio import Minio
 from ssrl.dataset.generate import GenerateConfig, run
 from ssrl.dataset.shards import iter_rows
 from ssrl.store import open_store
-from tests.conftest import wait_until
+from tests.conftest import wait_for
 from tests.servers import ACCESS_KEY, SECRET_KEY, S3Server, cleanup, start_server
 
 SMALL = ["--set", "min_pixels=3136", "--set", "max_pixels=50176"]
@@ -110,7 +110,7 @@ def test_server_killed_with_multipart_upload_open(server: S3Server, tmp_path: Pa
     def uploading() -> bool:
         seen[:] = open_uploads(server) if proc.poll() is None else []
         return bool(seen)
-    wait_until(uploading, 120, "a multipart upload open while the uploader runs", every=0.01)
+    wait_for("a multipart upload open while the uploader runs", uploading, 120, every=0.01)
     kill_and_restart(server, proc)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]
@@ -138,8 +138,9 @@ def test_server_killed_during_ckpt_pull(minio: S3Server, tmp_path: Path) -> None
     cmd = [sys.executable, "-m", "ssrl", "ckpt", "pull", "s3://ssrl/checkpoints/run", str(dest)]
     proc = subprocess.Popen(cmd, env=os.environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # The minio client streams each object into "<name>.<etag>.part.minio" before renaming it.
-    wait_until(lambda: proc.poll() is None and dest.is_dir() and any(".part" in p.name for p in dest.iterdir()),
-               120, "a download in progress", every=0.01)
+    wait_for("a download in progress",
+             lambda: proc.poll() is None and dest.is_dir() and any(".part" in p.name for p in dest.iterdir()),
+             120, every=0.01)
     done_at_kill = {p.name for p in dest.iterdir() if p.name in want}
     kill_and_restart(server, proc)
     assert len(done_at_kill) < len(want)
@@ -159,7 +160,7 @@ def test_generator_killed_mid_run_resumes_byte_identical(minio: S3Server, synth_
     subprocess.run([*args, "-o", str(tmp_path / "clean")], check=True, capture_output=True)
     proc = subprocess.Popen([*args, "-o", "s3://ssrl/tasks/killed"], env=os.environ, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    wait_until(lambda: "tasks/killed/shard-00002.json" in keys(minio, "tasks/killed/"), 120, "shard 2 committed")
+    wait_for("shard 2 committed", lambda: "tasks/killed/shard-00002.json" in keys(minio, "tasks/killed/"), 120)
     assert proc.poll() is None, "the generator finished before it was killed"
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL

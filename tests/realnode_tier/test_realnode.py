@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import wait_for
 from tests.realnode import (
     GATEWAY,
     GENERATOR_IMAGE,
@@ -75,17 +76,6 @@ def get(cluster, *args: str) -> dict:
     return json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
 
 
-def wait_for(what: str, fn, timeout: float, diagnose=None):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what} (last: {last})\n{diagnose() if diagnose else ''}")
-
-
 def describe(cluster, ns: str) -> str:
     return cluster.kubectl("describe", "pods", "-n", ns, check=False).stdout[-6000:]
 
@@ -123,7 +113,7 @@ spec:
     t0 = time.monotonic()
     phase = wait_for("version pod finished", lambda: get(cluster, "pod", "version").get("status", {}).get("phase")
                      in ("Succeeded", "Failed") and get(cluster, "pod", "version")["status"]["phase"], 180,
-                     lambda: describe(cluster, "default") + node.log_tail("kubelet"))
+                     diagnose=lambda: describe(cluster, "default") + node.log_tail("kubelet"))
     TIMINGS["version pod"] = time.monotonic() - t0
     logs = cluster.kubectl("logs", "version").stdout.strip()  # through the API server's proxy to the kubelet
     assert phase == "Succeeded", (phase, logs, describe(cluster, "default"))
@@ -180,7 +170,7 @@ ports: [{{name: s3, port: {minio.port}, protocol: TCP}}]
                 for p in get(cluster, "pods", "-n", ns)["items"]))
         return status.get("succeeded") == 2 and status
 
-    wait_for("generator Job complete", done, 600, lambda: describe(cluster, ns) + node.log_tail("kubelet"))
+    wait_for("generator Job complete", done, 600, diagnose=lambda: describe(cluster, ns) + node.log_tail("kubelet"))
     TIMINGS["generator job"] = time.monotonic() - t0
     pods = get(cluster, "pods", "-n", ns, "-l", "job-name=corpus-generate")["items"]
     assert sorted(p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] for p in pods) == ["0", "1"]
@@ -255,7 +245,7 @@ spec:
 """)
     phase = wait_for("client finished", lambda: get(cluster, "pod", "client", "-n", ns).get("status", {}).get(
         "phase") in ("Succeeded", "Failed") and get(cluster, "pod", "client", "-n", ns)["status"]["phase"], 120,
-        lambda: describe(cluster, ns) + node.log_tail("kube-proxy"))
+        diagnose=lambda: describe(cluster, ns) + node.log_tail("kube-proxy"))
     logs = cluster.kubectl("logs", "-n", ns, "client").stdout
     assert phase == "Succeeded", logs
     assert logs.strip().splitlines()[-1] == f"{cluster_ip} 200", logs
