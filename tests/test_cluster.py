@@ -37,7 +37,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
 
 
 def ssrl(cluster: Cluster, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ssrl", *args], capture_output=True, text=True, env=cluster.env(),
+    """``ssrl`` in the shell the README's deployment leaves: KUBECONFIG, and SSRL_REGISTRY for ``ssrl submit``'s
+    images (KWOK pulls nothing)."""
+    env = {**cluster.env(), "SSRL_REGISTRY": "registry.example.com/ssrl"}
+    return subprocess.run([sys.executable, "-m", "ssrl", *args], capture_output=True, text=True, env=env,
                           timeout=timeout, cwd=ROOT)
 
 

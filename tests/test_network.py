@@ -98,7 +98,7 @@ def test_network_policies_admit_ssrl_submit_pods(source):
     )
 
     objs = NETWORK_SOURCES[source]()
-    cfg = SubmitConfig(name="other", namespace="ssrl")
+    cfg = SubmitConfig(name="other", namespace="ssrl", registry="registry.example.com/ssrl")
     cfg.train.workers = 1
     submitted = [to_dict(b(cfg)) for b in (build_generate_job, build_train_pytorchjob, build_eval_job)]
     pods = pod_endpoints(submitted)

@@ -20,6 +20,7 @@ pytest.importorskip("kubeflow.training")
 
 from typer.testing import CliRunner
 
+from ssrl import __version__
 from ssrl.cli.submit_cmd import submit_app
 from ssrl.cluster.manifests import (
     SubmitConfig,
@@ -44,6 +45,16 @@ CASES = {
                       "-b", "s3://b/bench/cv-bench.tsv", "-b", "s3://b/tasks/heldout", "--limit", "50"],
 }
 EXTRA = ["--set", "store_endpoint=http://minio.store.svc:9000"]
+REGISTRY = "registry.example.com/ssrl"
+IMAGE_VARS = ("SSRL_REGISTRY", "SSRL_IMAGE_GENERATOR", "SSRL_IMAGE_TRAINER")
+
+
+@pytest.fixture(autouse=True)
+def registry_env(monkeypatch):
+    """The shell the README's deployment leaves: SSRL_REGISTRY names where `make images` pushed (nothing else set)."""
+    for var in IMAGE_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("SSRL_REGISTRY", REGISTRY)
 
 
 def dry_run_docs(args: list[str]) -> list[dict]:
@@ -112,7 +123,7 @@ def test_eval_job_shape():
     pod = job["spec"]["template"]["spec"]
     c = pod["containers"][0]
     assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
-    assert c["image"] == SubmitConfig().image_trainer and "command" not in c  # the image's `ssrl` entrypoint
+    assert c["image"] == f"{REGISTRY}/ssrl-trainer:{__version__}" and "command" not in c  # image's entrypoint
     assert c["args"] == ["eval", "--model", "base=s3://ssrl/models/base", "--model", "trained=s3://ssrl/checkpoints/main",
                          "--bench", "s3://ssrl/tasks/heldout", "--output", "s3://ssrl/evals/main"]
     assert c["resources"]["limits"]["nvidia.com/gpu"] == "1"
@@ -246,8 +257,8 @@ def test_secret_key_names_configurable():
 
 
 @pytest.mark.parametrize("override, needle", [
-    ("image_generator=ghcr.io/ssrl/ssrl-generator:latest", "latest"),
-    ("image_trainer=ghcr.io/ssrl/ssrl-trainer", "no tag"),
+    ("image_generator=registry.example.com/ssrl/ssrl-generator:latest", "latest"),
+    ("image_trainer=registry.example.com/ssrl/ssrl-trainer", "no tag"),
     ("name=Bad_Name", "DNS label"),
     ("generate.shards=0", "at least 1"),
     ("eval.models=[]", "at least one model"),
@@ -260,8 +271,78 @@ def test_bad_config_is_refused(override, needle):
     assert needle in result.output and "Traceback" not in result.output
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# images: nothing publishes them, so the registry (or the image) is a setting without a default, as in the chart
+
+
+def _invoke(args: list[str], **env: str):
+    return CliRunner().invoke(submit_app, args, env=env or None)
+
+
+@pytest.mark.parametrize("args", [["generate", "--dry-run"], ["generate", "--kind", "pytorchjob", "--dry-run"],
+                                  ["train", "--dry-run"], ["eval", "--dry-run"], ["train"]])
+def test_no_registry_is_refused_with_how_to_set_it(args, monkeypatch, tmp_path):
+    """Without a registry there is no image to run: `--dry-run` and a real submit (before any cluster is asked)
+    fail naming `make images`, which prints the pins, and every way to set the registry or the image."""
+    monkeypatch.delenv("SSRL_REGISTRY")
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))  # a submit that got past the image would say so
+    result = _invoke(args)
+    assert result.exit_code == 2, result.output
+    component = "generator" if args[0] == "generate" else "trainer"
+    for needle in (f"no {component} image", "make images REGISTRY=<registry> PUSH=1", "digests", "--registry",
+                   "$SSRL_REGISTRY", "registry:", "--image", f"$SSRL_IMAGE_{component.upper()}"):
+        assert needle in result.output, (needle, result.output)
+    assert "Kubernetes" not in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("how", [["--registry", "ghcr.io/ssrl"], ["--registry", "ghcr.io/ssrl/"],
+                                 ["--image", "ghcr.io/ssrl/ssrl-trainer:0.1.0"],
+                                 ["--set", "image_trainer=ghcr.io/ssrl/ssrl-trainer:0.1.0@sha256:" + "0" * 64]])
+def test_the_old_placeholder_is_refused(how):
+    """ghcr.io/ssrl, the old default, is refused as by the chart and `make images`, even pinned to a digest."""
+    result = _invoke(["train", "--dry-run", *how])
+    assert result.exit_code == 2, result.output
+    assert "ghcr.io/ssrl" in result.output and "placeholder" in result.output
+    assert "make images REGISTRY=<registry> PUSH=1" in result.output
+
+
+def _images(args: list[str], config: Path | None = None, **env: str) -> list[str]:
+    docs = list(yaml.safe_load_all(_invoke([*args, *(["-c", str(config)] if config else []), "--dry-run"],
+                                           **env).stdout))
+    return [c["image"] for _, pod in pod_specs(docs[0]) for c in pod["containers"]]
+
+
+def test_registry_and_images_from_flag_env_and_config(tmp_path, monkeypatch):
+    """The registry gives both images at the package's version; an image (flag, env, config key, --set) wins over
+    it, with the usual order: config file < flags and their environment variables < --set."""
+    ours = f"{REGISTRY}/ssrl-trainer:{__version__}"
+    assert _images(["train"]) == [ours]  # SSRL_REGISTRY
+    assert _images(["generate"]) == [f"{REGISTRY}/ssrl-generator:{__version__}"]
+    assert _images(["eval", "--registry", "reg.local:5000/ml/"]) == [f"reg.local:5000/ml/ssrl-trainer:{__version__}"]
+    pinned = f"{REGISTRY}/ssrl-trainer:0.1.0@sha256:{'a' * 64}"
+    assert _images(["train"], SSRL_IMAGE_TRAINER=pinned) == [pinned]
+    assert _images(["train", "--image", "r.io/t:2"], SSRL_IMAGE_TRAINER=pinned) == ["r.io/t:2"]
+    assert _images(["generate"], SSRL_IMAGE_TRAINER=pinned) == [f"{REGISTRY}/ssrl-generator:{__version__}"]
+
+    monkeypatch.delenv("SSRL_REGISTRY")
+    config = tmp_path / "submit.yaml"
+    config.write_text(yaml.safe_dump({"registry": "from.file/ssrl"}))
+    assert _images(["train"], config) == [f"from.file/ssrl/ssrl-trainer:{__version__}"]
+    assert _images(["train"], config, SSRL_REGISTRY="from.env/ssrl") == [f"from.env/ssrl/ssrl-trainer:{__version__}"]
+    assert _images(["train", "--set", "image_trainer=r.io/t:3"], config, SSRL_IMAGE_TRAINER="r.io/t:2") == ["r.io/t:3"]
+    # the generator alone needs only its own image
+    assert _images(["generate", "--kind", "pytorchjob", "--image", "r.io/g:1", "--shards", "2"]) == ["r.io/g:1"] * 2
+
+
+def test_subcommand_help_names_the_image_settings():
+    for sub in ("generate", "train", "eval"):
+        result = CliRunner().invoke(submit_app, [sub, "--help"], env={"COLUMNS": "200"})
+        assert "--registry" in result.output and "SSRL_REGISTRY" in result.output, sub
+        assert f"SSRL_IMAGE_{'GENERATOR' if sub == 'generate' else 'TRAINER'}" in result.output, sub
+
+
 def test_builders_are_pure_objects():
-    cfg = SubmitConfig()
+    cfg = SubmitConfig(registry=REGISTRY)
     job, ptj, train = build_generate_job(cfg), build_generate_pytorchjob(cfg), build_train_pytorchjob(cfg)
     assert isinstance(build_eval_job(cfg), type(job))
     from kubeflow.training import KubeflowOrgV1PyTorchJob

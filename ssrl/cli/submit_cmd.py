@@ -1,6 +1,7 @@
 """``ssrl submit generate|train|eval``: run the generator, trainer or evaluation on Kubernetes (or print the YAML).
 
-Configuration is :class:`ssrl.cluster.manifests.SubmitConfig`: YAML file (``--config``) < flags < ``--set key=value``.
+Configuration is :class:`ssrl.cluster.manifests.SubmitConfig`: YAML file (``--config``) < flags (and the environment
+variables of ``--registry`` / ``--image``) < ``--set key=value``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 import typer
 
 from ssrl.cli.common import console, exits_on_error, sub_app
+from ssrl.cluster.manifests import IMAGE_ENV, REGISTRY_ENV
 from ssrl.config import load_config
 from ssrl.errors import ConfigError
 
@@ -27,6 +29,13 @@ _PRIORITY = typer.Option(None, "--priority-class", help="PriorityClass of the po
 _POD_LABEL = typer.Option(None, "--pod-label", help="Extra pod label key=value, e.g. Kueue's queue (repeatable).")
 _POD_ANNOTATION = typer.Option(None, "--pod-annotation", help="Extra pod annotation key=value (repeatable).")
 _ENV = typer.Option(None, "--env", "-e", help="Extra environment variable NAME=value, e.g. NCCL_DEBUG=INFO.")
+_REGISTRY = typer.Option(None, "--registry", envvar=REGISTRY_ENV,
+                         help="Registry `make images REGISTRY=… PUSH=1` pushed to: images <registry>/ssrl-*:<version>.")
+
+
+def _image(component: str) -> Any:
+    return typer.Option(None, "--image", envvar=IMAGE_ENV[component],
+                        help=f"{component.capitalize()} image, over --registry (pinned tag or @sha256: digest).")
 
 
 def _pairs(flag: str, items: list[str] | None) -> dict[str, str] | None:
@@ -113,7 +122,8 @@ def generate(
     output: str | None = typer.Option(None, "--output", "-o", help="Dataset URL."),
     shards: int | None = typer.Option(None, "--shards", help="Number of shards = pods."),
     tasks: str | None = typer.Option(None, "--tasks", "-t", help="Comma-separated task names."),
-    image: str | None = typer.Option(None, "--image", help="Generator image (pinned tag)."),
+    registry: str | None = _REGISTRY,
+    image: str | None = _image("generator"),
     node_selector: list[str] | None = _NODE_SELECTOR,
     toleration: list[str] | None = _TOLERATION,
     priority_class: str | None = _PRIORITY,
@@ -125,9 +135,10 @@ def generate(
     """Sharded `ssrl generate`: one pod per shard, as an Indexed Job or a PyTorchJob."""
     if kind not in ("job", "pytorchjob"):
         raise ConfigError(f"--kind must be job or pytorchjob, got {kind!r}")
-    cfg = _config(config, overrides, {"name": name, "namespace": namespace, "image_generator": image},
-                  "generate", {"inputs": inputs or None, "output": output, "shards": shards, "tasks": tasks,
-                               **_placement(node_selector, toleration, priority_class, pod_label, pod_annotation, env)})
+    top = {"name": name, "namespace": namespace, "registry": registry, "image_generator": image}
+    cfg = _config(config, overrides, top, "generate",
+                  {"inputs": inputs or None, "output": output, "shards": shards, "tasks": tasks,
+                   **_placement(node_selector, toleration, priority_class, pod_label, pod_annotation, env)})
     from ssrl.cluster.manifests import build_generate_job, build_generate_pytorchjob
 
     obj = build_generate_job(cfg) if kind == "job" else build_generate_pytorchjob(cfg)
@@ -148,7 +159,8 @@ def train(
     workers: int | None = typer.Option(None, "--workers", help="Worker replicas besides the Master."),
     gpus_per_node: int | None = typer.Option(None, "--gpus-per-node", help="GPUs per pod (0: CPU)."),
     nproc_per_node: int | None = typer.Option(None, "--nproc-per-node", help="Processes per pod (default: 1/GPU)."),
-    image: str | None = typer.Option(None, "--image", help="Trainer image (pinned tag)."),
+    registry: str | None = _REGISTRY,
+    image: str | None = _image("trainer"),
     node_selector: list[str] | None = _NODE_SELECTOR,
     toleration: list[str] | None = _TOLERATION,
     priority_class: str | None = _PRIORITY,
@@ -158,7 +170,8 @@ def train(
     dry_run: bool = _DRY_RUN,
 ) -> None:
     """GRPO training as a PyTorchJob: `torchrun -m ssrl train --config ... --resume auto`."""
-    cfg = _config(config, overrides, {"name": name, "namespace": namespace, "image_trainer": image}, "train",
+    top = {"name": name, "namespace": namespace, "registry": registry, "image_trainer": image}
+    cfg = _config(config, overrides, top, "train",
                   {"config_map": config_map, "model": model, "dataset": dataset, "output": output,
                    "workers": workers, "gpus_per_node": gpus_per_node, "nproc_per_node": nproc_per_node,
                    **_placement(node_selector, toleration, priority_class, pod_label, pod_annotation, env)})
@@ -179,7 +192,8 @@ def evaluate(
     output: str | None = typer.Option(None, "--output", "-o", help="Evaluation folder URL."),
     limit: int | None = typer.Option(None, "--limit", help="Only the first N items of each benchmark."),
     gpus: int | None = typer.Option(None, "--gpus", help="GPUs of the pod (> 1: one torchrun rank each; 0: CPU)."),
-    image: str | None = typer.Option(None, "--image", help="Trainer image (pinned tag)."),
+    registry: str | None = _REGISTRY,
+    image: str | None = _image("trainer"),
     node_selector: list[str] | None = _NODE_SELECTOR,
     toleration: list[str] | None = _TOLERATION,
     priority_class: str | None = _PRIORITY,
@@ -189,7 +203,8 @@ def evaluate(
     dry_run: bool = _DRY_RUN,
 ) -> None:
     """`ssrl eval` of models x benchmarks as a Job; the report is committed to --output."""
-    cfg = _config(config, overrides, {"name": name, "namespace": namespace, "image_trainer": image}, "eval",
+    top = {"name": name, "namespace": namespace, "registry": registry, "image_trainer": image}
+    cfg = _config(config, overrides, top, "eval",
                   {"models": models or None, "benchmarks": benchmarks or None, "output": output, "limit": limit,
                    "gpus": gpus,
                    **_placement(node_selector, toleration, priority_class, pod_label, pod_annotation, env)})

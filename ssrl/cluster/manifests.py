@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ssrl import __version__
 from ssrl.errors import ConfigError, SSRLError
 
 CONTAINER_HOME = "/home/ssrl"
@@ -28,6 +29,13 @@ JOB_NAME_ENV = "SSRL_JOB_NAME"
 """The trainer's own PyTorchJob (downward API: the operator's job-name pod label); see ``ssrl.cluster.client``."""
 JOB_NAMESPACE_ENV = "SSRL_JOB_NAMESPACE"
 PYTORCHJOB_NAME_LABEL = "training.kubeflow.org/job-name"
+PLACEHOLDER_REGISTRY = "ghcr.io/ssrl"
+"""What the image defaults once named; nothing publishes there, so this, the chart and ``make images`` refuse it."""
+REGISTRY_ENV = "SSRL_REGISTRY"
+IMAGE_ENV = {"generator": "SSRL_IMAGE_GENERATOR", "trainer": "SSRL_IMAGE_TRAINER"}
+"""Environment variables ``ssrl submit`` reads for ``registry`` and the images (flags; ``--set`` overrides them)."""
+_IMAGES_HINT = (f"build and push the images with `make images REGISTRY=<registry> PUSH=1` (it prints the digests to "
+                f"pin), then set that registry: --registry, ${REGISTRY_ENV} or `registry:` in --config")
 
 
 def _resources(requests: dict[str, Any], limits: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -185,8 +193,17 @@ class SubmitConfig:
     """Prefix of the object names: ``<name>-generate``, ``<name>-train``, ``<name>-eval``."""
     namespace: str = ""
     """Empty: the kubeconfig context's namespace (as ``kubectl`` and ``ssrl jobs``)."""
-    image_generator: str = "ghcr.io/ssrl/ssrl-generator:0.1.0"
-    image_trainer: str = "ghcr.io/ssrl/ssrl-trainer:0.1.0"
+    registry: str = ""
+    """Registry/namespace ``make images REGISTRY=… PUSH=1`` pushed to (``--registry``, ``$SSRL_REGISTRY``); the images
+    are then ``<registry>/ssrl-generator:<version>`` and ``<registry>/ssrl-trainer:<version>``. Nothing publishes
+    ssrl images, so there is no default: a build needs one of this or the two images (as the chart's
+    ``images.registry``)."""
+    image_generator: str = ""
+    """The generator image itself, over ``registry`` (``submit generate --image``, ``$SSRL_IMAGE_GENERATOR``), e.g.
+    with the ``@sha256:…`` digest ``make images`` printed."""
+    image_trainer: str = ""
+    """The trainer image (train and eval) itself, over ``registry`` (``submit train|eval --image``,
+    ``$SSRL_IMAGE_TRAINER``)."""
     image_pull_policy: str = "IfNotPresent"
     image_pull_secrets: list[str] = field(default_factory=list)
     service_account: str = ""
@@ -209,15 +226,32 @@ class SubmitConfig:
                 problems.append(f"{label} {value!r} must be a DNS label (lower-case letters, digits, '-'; "
                                 f"at most {_MAX_NAME if label == 'name' else 63} characters)")
         for label, image in (("image_generator", self.image_generator), ("image_trainer", self.image_trainer)):
-            problem = image_problem(image)
+            problem = image and image_problem(image)
             if problem:
                 problems.append(f"{label}: {problem}")
+        if self.registry.rstrip("/") == PLACEHOLDER_REGISTRY:
+            problems.append(f"registry: {PLACEHOLDER_REGISTRY} is a placeholder nothing publishes; {_IMAGES_HINT}")
         if self.image_pull_policy not in ("Always", "IfNotPresent", "Never"):
             problems.append(f"image_pull_policy must be Always, IfNotPresent or Never, got {self.image_pull_policy!r}")
         if self.run_as_user == 0:
             problems.append("run_as_user must not be 0 (pods run as non-root)")
         if problems:
             raise ConfigError(problems)
+
+    def image(self, component: str) -> str:
+        """The ``generator`` or ``trainer`` image: ``image_<component>``, else ``<registry>/ssrl-<component>:<ver>``.
+
+        Raises:
+            ConfigError: neither is set (says how to build the images and set either).
+        """
+        explicit = {"generator": self.image_generator, "trainer": self.image_trainer}[component]
+        if explicit:
+            return explicit
+        if self.registry:
+            return f"{self.registry.rstrip('/')}/ssrl-{component}:{__version__}"
+        raise ConfigError(f"no {component} image: {_IMAGES_HINT} (or the image itself: --image of `ssrl submit "
+                          f"{'generate' if component == 'generator' else 'train|eval'}`, ${IMAGE_ENV[component]} "
+                          f"or image_{component})")
 
 
 def require_clients() -> None:
@@ -231,7 +265,10 @@ def require_clients() -> None:
 
 
 def image_problem(image: str) -> str | None:
-    """Why ``image`` is not pinned (a tag other than ``latest``, or a digest), or None."""
+    """Why ``image`` cannot be used (under the placeholder registry, or not pinned to a tag other than ``latest``
+    or a digest), or None."""
+    if image.startswith(PLACEHOLDER_REGISTRY + "/"):
+        return f"{image!r} is under {PLACEHOLDER_REGISTRY}, a placeholder nothing publishes; {_IMAGES_HINT}"
     if "@sha256:" in image:
         return None
     name, _, tag = image.rpartition(":")
@@ -368,7 +405,7 @@ def _generate_container(cfg: SubmitConfig, name: str, env_extra: list):
     mounts, _ = _scratch(cfg.generate)
     _, security = _security(cfg)
     return client.V1Container(
-        name=name, image=cfg.image_generator, image_pull_policy=cfg.image_pull_policy,
+        name=name, image=cfg.image("generator"), image_pull_policy=cfg.image_pull_policy,
         args=generate_args(cfg), env=[*env_extra, *_store_env(cfg), *_env(cfg.generate)],
         resources=_container_resources(cfg.generate), security_context=security, volume_mounts=mounts)
 
@@ -472,7 +509,7 @@ def build_train_pytorchjob(cfg: SubmitConfig):
         if t.ipc_lock:  # RDMA memory registration pins pages
             security.capabilities.add = ["IPC_LOCK"]
         container = client.V1Container(
-            name="pytorch", image=cfg.image_trainer, image_pull_policy=cfg.image_pull_policy,
+            name="pytorch", image=cfg.image("trainer"), image_pull_policy=cfg.image_pull_policy,
             command=["torchrun"], args=train_args(cfg), env=env,
             ports=[client.V1ContainerPort(name="pytorchjob-port", container_port=PYTORCHJOB_PORT, protocol="TCP")],
             resources=_container_resources(t, t.gpus_per_node), security_context=security, volume_mounts=mounts)
@@ -529,7 +566,7 @@ def build_eval_job(cfg: SubmitConfig):
     command, args = eval_command(cfg)
     _, security = _security(cfg)
     container = client.V1Container(
-        name="eval", image=cfg.image_trainer, image_pull_policy=cfg.image_pull_policy, command=command, args=args,
+        name="eval", image=cfg.image("trainer"), image_pull_policy=cfg.image_pull_policy, command=command, args=args,
         env=[*_store_env(cfg), *_env(e)], resources=_container_resources(e, e.gpus),
         security_context=security, volume_mounts=mounts)
     pod = _pod_spec(cfg, container, volumes, e, "Never", token=False)
