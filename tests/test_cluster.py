@@ -327,6 +327,59 @@ def test_a_failed_rank_fails_the_job_and_frees_the_other_pods(cluster: Cluster) 
                if not p["metadata"].get("deletionTimestamp"))
 
 
+def test_a_killed_rank_is_recreated_and_a_crashed_one_fails_the_job(cluster: Cluster) -> None:
+    """restartPolicy ExitCode, as the operator (v1.9) applies it to the trainer we submit: a rank killed from outside
+    (137, SIGKILL: node lost, preempted, OOM-killed) is deleted and recreated while the others keep running, and the
+    job is Restarting, not Failed — each time: these recreations do not count against runPolicy.backoffLimit (the
+    operator counts container restarts, and a recreated pod has none); a rank that exits 1 fails the job, is not
+    recreated, and cleanPodPolicy Running deletes the others. KWOK fails a pod by its ssrl-test/exit-code
+    annotation, set here on one live pod (the template keeps them all running)."""
+    ns = "retrying"
+    store_secret(cluster, ns)
+    r = ssrl(cluster, "submit", "train", "--name", "retry", "-n", ns, "--workers", "2",
+             "--set", "train.backoff_limit=1", "--set", "store_endpoint=http://minio:9000",
+             "--pod-annotation", "ssrl-test/keep-running=true")
+    assert r.returncode == 0, r.stderr
+
+    def running() -> dict[str, str]:
+        """name -> uid of the job's pods that are Running and not being deleted."""
+        return {p["metadata"]["name"]: p["metadata"]["uid"] for p in get(
+            cluster, "pods", "-n", ns, "-l", "training.kubeflow.org/job-name=retry-train")["items"]
+            if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")}
+
+    def conditions() -> dict[str, str]:
+        return {c["type"]: c["status"] for c in get(cluster, "pytorchjob", "retry-train", "-n", ns)
+                .get("status", {}).get("conditions", [])}
+
+    pods = wait_for("master and 2 workers running", lambda: (lambda r: r if len(r) == 3 else None)(running()))
+    victim = "retry-train-worker-0"
+
+    def recreated(old_uid: str) -> dict[str, str] | None:
+        now = running()
+        return now if len(now) == 3 and now[victim] != old_uid else None
+
+    for kill in range(2):  # one more than backoffLimit
+        cluster.kubectl("annotate", "pod", victim, "-n", ns, "ssrl-test/exit-code=137")
+        now = wait_for(f"{victim} recreated after 137 (#{kill + 1})", lambda uid=pods[victim]: recreated(uid),
+                       diagnose=lambda: json.dumps(conditions()))
+        assert {k: v for k, v in now.items() if k != victim} == {k: v for k, v in pods.items() if k != victim}
+        assert conditions().get("Failed") != "True", conditions()
+        pods = now
+    # Running replaces the Restarting condition once the pod is back; the job's events keep what happened.
+    events = get(cluster, "events", "-n", ns, "--field-selector", "involvedObject.name=retry-train")["items"]
+    reasons = {e["reason"] for e in events}
+    assert "PyTorchJobRestarting" in reasons and "PyTorchJobFailed" not in reasons, reasons
+    assert any("exited with code 137" in e.get("message", "") for e in events), [e.get("message") for e in events]
+
+    cluster.kubectl("annotate", "pod", victim, "-n", ns, "ssrl-test/exit-code=1")
+    wait_for("PyTorchJob Failed after exit 1", lambda: conditions().get("Failed") == "True")
+    wait_for("the other ranks deleted", lambda: not running())
+    left = get(cluster, "pods", "-n", ns, "-l", "training.kubeflow.org/job-name=retry-train")["items"]
+    kept = [p for p in left if not p["metadata"].get("deletionTimestamp")]
+    assert [(p["metadata"]["name"], p["metadata"]["uid"], p["status"]["phase"]) for p in kept] == [
+        (victim, pods[victim], "Failed")], kept  # not recreated
+
+
 def test_ssrl_jobs_follow_a_pytorchjob_through_its_phases_and_delete_it(cluster: Cluster) -> None:
     ns = "follow"
     store_secret(cluster, ns)

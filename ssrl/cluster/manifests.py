@@ -123,6 +123,8 @@ class TrainSpec(Placement):
     extra_args: list[str] = field(default_factory=list)
     shm_size: str = "16Gi"
     backoff_limit: int = 3
+    """runPolicy.backoffLimit. Operator v1.9 counts container restarts only: a pod killed from outside (128+) is
+    recreated each time, whatever this says (see ``build_train_pytorchjob``)."""
     ttl_seconds_after_finished: int | None = 7 * 86400
     """Seconds the finished PyTorchJob is kept; the checkpoints stay in the store."""
     ipc_lock: bool = False
@@ -517,8 +519,9 @@ def build_train_pytorchjob(cfg: SubmitConfig):
         pod = _pod_spec(cfg, container, volumes, t, None, token=bool(cfg.service_account))
         return _template(labels, t, pod)
 
-    # ExitCode + cleanPodPolicy Running: a failed rank fails the job and the other pods are removed, so none holds
-    # its GPUs waiting in NCCL (the chart's pytorchjob-train.yaml explains the policy).
+    # ExitCode + cleanPodPolicy Running: a rank that exits 1-127 fails the job and the other pods are removed, so
+    # none holds its GPUs waiting in NCCL; one killed from outside (128+) is recreated, not counted against
+    # backoffLimit (the chart's pytorchjob-train.yaml explains the policy; tests/test_cluster.py shows both).
     return _pytorchjob(cfg, name, "train", template, {"Master": 1, "Worker": t.workers},
                        nproc=t.nproc_per_node or max(t.gpus_per_node, 1), backoff=t.backoff_limit,
                        restart="ExitCode", clean="Running", ttl=t.ttl_seconds_after_finished)
