@@ -106,3 +106,30 @@ def test_readme_minio_snippet_matches_the_dockerfile():
     dockerfile = (DOCKER / "minio.Dockerfile").read_text()
     assert instructions(snippet) == [i for i in instructions(dockerfile) if not i.startswith("LABEL")]
 
+
+
+def test_cuda12_constraints_swap_only_the_cuda_family():
+    """The CUDA 12.x variant, all from PyPI: docker/trainer-constraints-cu12.txt pins CUDA12_TORCH with CUDA 12 wheels
+    only (for the CUDA minor of the base image its header names), and every other package at the main file's version,
+    so regenerating the main file without it fails here. The build context carries it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("lock_trainer", DOCKER / "lock-trainer.py")
+    lock = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lock)
+    text = (DOCKER / "trainer-constraints-cu12.txt").read_text()
+    main, cu12 = lock.parse_pins((DOCKER / "trainer-constraints.txt").read_text()), lock.parse_pins(text)
+    assert text == lock.render(lock.HEADER_CUDA12, cu12)
+    assert cu12["torch"] == lock.CUDA12_TORCH and {"torchvision", "triton"} <= set(cu12)
+    nvidia = [n for n in cu12 if n.startswith("nvidia-")]
+    assert nvidia and all(n.endswith("-cu12") for n in nvidia), nvidia
+    image = re.search(r"CUDA_IMAGE=nvidia/cuda:(\d+\.\d+)\.\d+-cudnn-devel-", text)
+    runtime = cu12["nvidia-cuda-runtime-cu12"]
+    assert image and runtime.startswith(image[1] + "."), (image, runtime)
+
+    def others(pins: dict[str, str]) -> dict[str, str]:
+        return {n: v for n, v in pins.items() if not lock.is_cuda_family(n)}
+
+    assert others(cu12) == others(main), \
+        "stale: .venv/bin/python docker/lock-trainer.py --cuda12 > docker/trainer-constraints-cu12.txt"
+    assert "!docker/trainer-constraints-cu12.txt" in (ROOT / ".dockerignore").read_text().split()
