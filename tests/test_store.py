@@ -1,9 +1,12 @@
+import hashlib
+import os
 from pathlib import Path
 
 import pytest
 
 from ssrl.errors import StoreError
 from ssrl.store import LocalStore, check_key, open_store
+from ssrl.store.transfer import fetch_verified, is_verified
 
 
 @pytest.mark.parametrize("key", ["../x", "/etc/passwd", "a/../../b", "", "a//b", "a\\b", "x" * 2000, "a/./b", "a\0b"])
@@ -40,3 +43,30 @@ def test_open_store_urls(tmp_path: Path) -> None:
     assert open_store(f"file://{tmp_path}").local_path("x") == tmp_path.resolve() / "x"
     with pytest.raises(StoreError, match="no store backend for gs://"):
         open_store("gs://bucket/x")
+
+
+def test_put_and_get_return_the_sha256_of_the_bytes_moved(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    data = os.urandom(3 << 20)
+    (tmp_path / "src.bin").write_bytes(data)
+    assert store.put_file("a/src.bin", tmp_path / "src.bin") == hashlib.sha256(data).hexdigest()
+    assert store.get_file("a/src.bin", tmp_path / "back.bin") == hashlib.sha256(data).hexdigest()
+    assert (tmp_path / "back.bin").read_bytes() == data
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["back.bin", "src.bin", "store"]  # no temp file left
+    with pytest.raises(StoreError, match="does not exist"):
+        store.get_file("a/nope", tmp_path / "nope")
+
+
+@pytest.mark.parametrize("damage", ["flipped byte", "truncated", "extended"])
+def test_fetch_refuses_an_object_that_differs_from_its_record(tmp_path: Path, damage: str) -> None:
+    store = LocalStore(tmp_path / "store")
+    data = os.urandom(1 << 20)
+    store.write_bytes("x.bin", data)
+    bad = {"flipped byte": data[:1000] + bytes([data[1000] ^ 1]) + data[1001:], "truncated": data[:-1],
+           "extended": data + b"\0"}[damage]
+    store.write_bytes("x.bin", bad)
+    target = tmp_path / "dest" / "x.bin"
+    with pytest.raises(StoreError, match="checksum differs from its commit record"):
+        fetch_verified(store, "x.bin", target, len(data), hashlib.sha256(data).hexdigest())
+    assert list((tmp_path / "dest").iterdir()) == []  # neither the bad file nor a temp one, nor a stamp
+    assert not is_verified(target, len(data), hashlib.sha256(data).hexdigest())

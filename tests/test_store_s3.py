@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from minio.error import S3Error
 
 from ssrl.errors import StoreError, StoreUnavailableError
 from ssrl.store import open_store
@@ -52,11 +53,44 @@ def test_multipart_streaming_roundtrip(s3: str, tmp_path: Path, monkeypatch: pyt
             f.write(os.urandom(1 << 20))
     store = S3Store(s3)
     assert store.settings.part_size == 5 * 1024 * 1024
-    store.put_file("ckpt/model.safetensors", big)
-    store.get_file("ckpt/model.safetensors", tmp_path / "back.bin")
     digest = hashlib.sha256(big.read_bytes()).hexdigest()
+    assert store.put_file("ckpt/model.safetensors", big) == digest  # hashed while sent
+    assert store.get_file("ckpt/model.safetensors", tmp_path / "back.bin") == digest  # hashed while received
     assert hashlib.sha256((tmp_path / "back.bin").read_bytes()).hexdigest() == digest
-    assert store.checksum("ckpt/model.safetensors") == digest
+    assert store.checksum("ckpt/model.safetensors") == digest  # kept as a tag: known only after the last part
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["back.bin", "big.bin", "store.yaml"]  # no temp left
+
+
+def test_one_part_put_is_signed_with_its_recorded_digest(s3: str) -> None:
+    """A one-part PUT is signed with the digest ssrl records instead of a second hash of the body; the server still
+    checks it, so a body that does not match its digest is refused, not stored."""
+    store = S3Store(s3)
+    data = os.urandom(100_000)
+    store.write_bytes("ok.bin", data)
+    assert store.checksum("ok.bin") == hashlib.sha256(data).hexdigest() and store.read_bytes("ok.bin") == data
+    with pytest.raises(S3Error, match="XAmzContentSHA256Mismatch"):
+        store._put_one("bad.bin", data, hashlib.sha256(b"other bytes").hexdigest())
+    assert not store.exists("bad.bin")
+
+
+def test_upload_tree_skips_unchanged_multipart_files(s3: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "store.yaml").write_text("part_size: 5242880\n")
+    monkeypatch.setenv("SSRL_STORE_CONFIG", str(tmp_path / "store.yaml"))
+    src = tmp_path / "ckpt"
+    src.mkdir()
+    (src / "big.bin").write_bytes(os.urandom(6 << 20))  # two parts
+    (src / "small.json").write_text("{}")
+    store = S3Store(f"{s3}/up")
+    first = upload_tree(src, store)
+    assert [f["uploaded"] for f in first.values()] == [True, True]
+    assert first["big.bin"]["sha256"] == hashlib.sha256((src / "big.bin").read_bytes()).hexdigest()
+    assert [f["uploaded"] for f in upload_tree(src, store).values()] == [False, False]
+    data = bytearray((src / "big.bin").read_bytes())
+    data[-1] ^= 1  # same size, other bytes
+    (src / "big.bin").write_bytes(bytes(data))
+    third = upload_tree(src, store)
+    assert {k: f["uploaded"] for k, f in third.items()} == {"big.bin": True, "small.json": False}
+    assert store.checksum("big.bin") == third["big.bin"]["sha256"] == hashlib.sha256(data).hexdigest()
 
 
 def test_clear_errors_without_secrets(s3: str, s3_server, tmp_path: Path) -> None:
@@ -125,6 +159,30 @@ def test_checkpoints_commit_latest_and_half_written(s3: str, tmp_path: Path) -> 
     run.write_bytes("step-10/model.safetensors", b"bit rot")
     with pytest.raises(StoreError, match="checksum differs"):
         pull_checkpoint(run, tmp_path / "p10", 10)
+
+
+@pytest.mark.parametrize("damage", ["flipped byte", "truncated"])
+def test_pull_refuses_a_corrupt_multipart_object(s3: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 damage: str) -> None:
+    """The digest computed while the bytes arrive is compared with the commit record: an object changed after the
+    commit (same size or cut short) fails the pull, and nothing of it lands in the destination."""
+    (tmp_path / "store.yaml").write_text("part_size: 5242880\n")
+    monkeypatch.setenv("SSRL_STORE_CONFIG", str(tmp_path / "store.yaml"))
+    ckpt = _checkpoint(tmp_path / "c1", 1)
+    data = os.urandom(11 << 20)
+    (ckpt / "model.safetensors").write_bytes(data)
+    run = S3Store(f"{s3}/checkpoints/corrupt")
+    save_checkpoint(run, 1, ckpt)
+    bad = data[:-1] if damage == "truncated" else data[:5000] + bytes([data[5000] ^ 0x80]) + data[5001:]
+    (tmp_path / "bad.bin").write_bytes(bad)
+    run.put_file("step-1/model.safetensors", tmp_path / "bad.bin")
+    dest = tmp_path / "pulled"
+    with pytest.raises(StoreError, match=r"model.safetensors: checksum differs from its commit record"):
+        pull_checkpoint(run, dest)
+    assert not (dest / "model.safetensors").exists()
+    assert not [p.name for p in dest.iterdir() if "model.safetensors" in p.name]  # no temp file, no stamp
+    run.put_file("step-1/model.safetensors", ckpt / "model.safetensors")  # repaired: the pull now succeeds
+    assert pull_checkpoint(run, dest) == 1 and (dest / "model.safetensors").read_bytes() == data
 
 
 @pytest.mark.parametrize("key", ["../evil.txt", "/etc/evil", "a/../../evil", "x" * 300, "a/./b"])

@@ -13,17 +13,19 @@ import contextlib
 import functools
 import hashlib
 import importlib
+import io
 import os
-import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from urllib.parse import urlparse
 
 from ssrl.errors import StoreError
 
-__all__ = ["LocalStore", "Store", "check_key", "open_store", "read_url", "register_backend", "sha256_file"]
+__all__ = ["HashingReader", "LocalStore", "Store", "check_key", "copy_hashing", "open_store", "read_url",
+           "register_backend", "sha256_file", "unique_sibling"]
 
 
 def check_key(key: str) -> str:
@@ -51,6 +53,58 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+class HashingReader(io.RawIOBase):
+    """A read-only view of ``raw`` that feeds every byte read through it to sha256, so a file is hashed while it is
+    sent instead of in a pass of its own before.
+
+    >>> r = HashingReader(io.BytesIO(b"abc"))
+    >>> r.read(2) + r.read()
+    b'abc'
+    >>> r.size, r.hexdigest() == hashlib.sha256(b"abc").hexdigest()
+    (3, True)
+    """
+
+    def __init__(self, raw: BinaryIO):
+        self.raw, self.size, self._sha256 = raw, 0, hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = self.raw.read(-1 if size is None else size)
+        self._sha256.update(data)
+        self.size += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        n = self.raw.readinto(buffer) or 0
+        self._sha256.update(memoryview(buffer)[:n])
+        self.size += n
+        return n
+
+    def hexdigest(self) -> str:
+        return self._sha256.hexdigest()
+
+
+def copy_hashing(src: BinaryIO, dst: BinaryIO, chunk: int = 1 << 20) -> tuple[int, str]:
+    """Copy ``src`` to ``dst`` through one reused buffer, hashing each block between the read and the write;
+    returns (bytes copied, sha256). One pass: the bytes are in the CPU cache when hashed, never read back."""
+    h = hashlib.sha256()
+    view = memoryview(bytearray(chunk))
+    total = 0
+    while n := src.readinto(view):
+        block = view[:n]
+        h.update(block)
+        dst.write(block)
+        total += n
+    return total, h.hexdigest()
+
+
+def unique_sibling(path: Path, suffix: str) -> Path:
+    """A hidden name beside ``path`` that no other process or thread uses (for writes renamed into place)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}{suffix}")
+
+
 class Store(abc.ABC):
     """Interface of every backend. ``url`` names the root; every message names the object's full URL."""
 
@@ -69,17 +123,23 @@ class Store(abc.ABC):
         with self.open_write(key) as f:
             f.write(data)
 
-    def put_file(self, key: str, local: str | Path, sha256: str | None = None) -> None:
-        """Upload a local file, streamed, atomically (``sha256``: recorded where the backend keeps it)."""
+    def put_file(self, key: str, local: str | Path) -> str:
+        """Upload a local file, streamed, atomically; returns the sha256 of the bytes sent, hashed as they went."""
         with self.open_write(key) as f, open(local, "rb") as src:
-            shutil.copyfileobj(src, f, 1 << 20)
+            return copy_hashing(src, f)[1]
 
-    def get_file(self, key: str, local: str | Path) -> None:
-        """Download to a local path (written whole, then renamed into place)."""
+    def get_file(self, key: str, local: str | Path) -> str:
+        """Download to a local path (written whole under a name of its own, then renamed into place); returns the
+        sha256 of the bytes written, hashed as they arrived, so a caller verifies without reading the file back."""
         local = Path(local)
-        tmp = local.with_name(f".{local.name}.part")
-        tmp.write_bytes(self.read_bytes(key))
-        os.replace(tmp, local)
+        data = self.read_bytes(key)
+        tmp = unique_sibling(local, ".part")
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, local)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return hashlib.sha256(data).hexdigest()
 
     def checksum(self, key: str) -> str | None:
         """sha256 of the object when the backend knows it cheaply (local: computed; S3: upload metadata)."""
@@ -190,14 +250,20 @@ class LocalStore(Store):
     def local_path(self, key: str) -> Path:
         return self._path(key)
 
-    def get_file(self, key: str, local: str | Path) -> None:
+    def get_file(self, key: str, local: str | Path) -> str:
         local = Path(local)
-        tmp = local.with_name(f".{local.name}.part")
+        tmp = unique_sibling(local, ".part")
         try:
-            shutil.copyfile(self._path(key), tmp)
+            src = open(self._path(key), "rb")  # noqa: SIM115 — closed by the with below
         except FileNotFoundError:
             raise StoreError(f"{self.object_url(key)} does not exist") from None
-        os.replace(tmp, local)
+        try:
+            with src, open(tmp, "wb") as dst:
+                digest = copy_hashing(src, dst)[1]
+            os.replace(tmp, local)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return digest
 
     def checksum(self, key: str) -> str | None:
         return sha256_file(self._path(key)) if self.exists(key) else None

@@ -37,14 +37,15 @@ def list_steps(run: Store) -> list[int]:
 def latest_step(run: Store) -> int | None:
     """The step the ``latest`` pointer names, if that step is committed; else the newest committed step.
 
-    The pointer and one commit record are read first, so a run with hundreds of steps is not listed.
+    The pointer is read and its step's commit record looked up first, so a run with hundreds of steps is not
+    listed.
     """
     if run.exists(LATEST):
         try:
             step = int(json.loads(run.read_bytes(LATEST))["step"])
         except (ValueError, KeyError, TypeError):
             step = None
-        if step is not None and read_commit(run, step_prefix(step)) is not None:
+        if step is not None and run.exists(f"{step_prefix(step)}/{COMMIT}"):
             return step
     steps = list_steps(run)
     return steps[-1] if steps else None
@@ -151,7 +152,7 @@ def pull_checkpoint(run: Store, dest: str | Path, step: int | None = None, *,
                              "level (a ZeRO-3 run saves them only with stage3_gather_16bit_weights_on_model_save)")
     rank_files = for_ranks(ranks) if ranks is not None else None
     select = [f for f in (is_weights_file if weights_only else None, rank_files) if f is not None]
-    pull_tree(run, step_prefix(chosen), dest, progress=progress,
+    pull_tree(run, step_prefix(chosen), dest, progress=progress, record=record,
               select=(lambda rel: all(f(rel) for f in select)) if select else None)
     return chosen
 

@@ -4,6 +4,11 @@ Plain S3 semantics only: an object appears when its PUT (or multipart upload) co
 makes ``open_write`` atomic. Files stream from disk in parts (memory flat in file size), several parts
 in parallel, and every call is retried with exponential backoff on connection errors and 5xx answers.
 
+Every byte is hashed once, as it passes: an upload returns the sha256 of what it sent and a download that of
+what it wrote, so ``transfer`` records and verifies checksums without a pass of its own over the file. The
+digest is kept with the object (metadata for a one-part upload, whose PUT is signed with that same digest; a
+tag once a multipart upload completes, since its headers leave before its last byte is read).
+
 Endpoint and credentials come from the environment — the variables a Kubernetes Secret mounts — or from
 a YAML file named by ``SSRL_STORE_CONFIG`` (default ``~/.config/ssrl/store.yaml``); never from the
 command line. The secret never appears in a message, a log line or a ``repr``.
@@ -12,6 +17,9 @@ command line. The secret never appears in a message, a log line or a ``repr``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import http.client
+import io
 import logging
 import os
 import tempfile
@@ -26,11 +34,13 @@ import urllib3
 import yaml
 
 from ssrl.errors import StoreError, StoreUnavailableError
-from ssrl.store import Store, check_key, sha256_file
+from ssrl.store import HashingReader, Store, check_key, copy_hashing, unique_sibling
 
 try:
     from minio import Minio
+    from minio.commonconfig import Tags
     from minio.error import S3Error
+    from minio.helpers import MIN_PART_SIZE
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise StoreError("s3:// URLs need the minio client: pip install 'ssrl[s3]'") from e
 
@@ -45,6 +55,7 @@ ENV_REGION = "AWS_REGION"
 ENV_CONFIG = "SSRL_STORE_CONFIG"
 DEFAULT_CONFIG = Path("~/.config/ssrl/store.yaml")
 SHA256_META = "sha256"
+CONTENT_SHA256 = "x-amz-content-sha256"
 _FATAL_CODES = {"NoSuchBucket", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken",
                 "ExpiredToken"}
 _RETRYABLE_CODES = {"InternalError", "SlowDown", "ServiceUnavailable", "RequestTimeout", "XMinioServerNotInitialized",
@@ -101,9 +112,30 @@ class S3Settings:
             maxsize=max(10, self.parallel * 2),
             retries=urllib3.Retry(total=0, connect=0, read=0, redirect=3, raise_on_status=False),
         )
-        return Minio(parsed.netloc, access_key=self.access_key, secret_key=self.secret_key,
-                     session_token=self.session_token, secure=parsed.scheme == "https", region=self.region,
-                     http_client=http)
+        return _Client(parsed.netloc, access_key=self.access_key, secret_key=self.secret_key,
+                       session_token=self.session_token, secure=parsed.scheme == "https", region=self.region,
+                       http_client=http)
+
+
+class _Client(Minio):
+    """``Minio`` that signs a request body with the sha256 the caller already computed for it (header
+    ``x-amz-content-sha256``) instead of hashing the body a second time.
+
+    Over plain HTTP, SigV4 signs the sha256 of every body and the server checks it; for a one-part upload that
+    is the very digest ssrl records, so the bytes are hashed once and the server still refuses a body that
+    differs from it. Over HTTPS minio-py sends UNSIGNED-PAYLOAD with a Content-MD5, untouched here.
+    ``_build_headers`` is minio-py 7's (pinned < 8).
+    """
+
+    def _build_headers(self, host: str, headers: dict[str, Any] | None = None, body: bytes | None = None,
+                       creds: Any = None) -> tuple[dict[str, Any], Any]:
+        known = (headers or {}).get(CONTENT_SHA256)
+        if not known or not body or creds is None or self._base_url.is_https:
+            return super()._build_headers(host, headers, body, creds)
+        built, date = super()._build_headers(host, headers, None, creds)
+        built["Content-Length"] = str(len(body))
+        built[CONTENT_SHA256] = known
+        return built, date
 
 
 def parse_url(url: str) -> tuple[str, str]:
@@ -146,7 +178,7 @@ class S3Store(Store):
                 if not retry or attempt == self.settings.retries:
                     fatal = e.code in _FATAL_CODES
                     raise (StoreUnavailableError if fatal else StoreError)(self._explain(e, what, where)) from None
-            except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as e:
+            except (urllib3.exceptions.HTTPError, http.client.HTTPException, ConnectionError, TimeoutError) as e:
                 if attempt == self.settings.retries:
                     raise StoreUnavailableError(
                         f"cannot {what} {where}: S3 endpoint {self.settings.endpoint} unreachable after "
@@ -195,19 +227,57 @@ class S3Store(Store):
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
 
-    def put_file(self, key: str, local: str | Path, sha256: str | None = None) -> None:
-        digest = sha256 or sha256_file(local)
+    def write_bytes(self, key: str, data: bytes) -> None:
+        digest = hashlib.sha256(data).hexdigest()
+        self._call("write", key, lambda: self._put_one(key, data, digest))
+
+    def _put_one(self, key: str, data: bytes, digest: str) -> Any:
+        """One PUT with the digest in the object's metadata and as the signed payload hash (``_Client``)."""
+        return self.client.put_object(self.bucket, self._key(key), io.BytesIO(data), len(data),
+                                      metadata={SHA256_META: digest, CONTENT_SHA256: digest},
+                                      part_size=max(len(data), MIN_PART_SIZE))
+
+    def put_file(self, key: str, local: str | Path) -> str:
+        """Upload ``local``; returns the sha256 of the bytes sent. A file up to one part is read once and sent in one
+        PUT; a bigger one streams in parts (``part_size``, ``parallel`` at a time) through a hashing reader."""
+        size = os.stat(local).st_size
+        if size <= self.settings.part_size:
+            with open(local, "rb") as f:
+                data = f.read(size)
+            digest = hashlib.sha256(data).hexdigest()
+            self._call("write", key, lambda: self._put_one(key, data, digest))
+            return digest
+        reader: HashingReader | None = None
         attempts = 0
 
         def put() -> Any:
-            nonlocal attempts
+            nonlocal attempts, reader
             attempts += 1
             if attempts > 1:  # the failed attempt's multipart upload stays open when the server died under it
                 self._abort_uploads(key)
-            return self.client.fput_object(
-                self.bucket, self._key(key), str(local), metadata={SHA256_META: digest},
-                part_size=self.settings.part_size, num_parallel_uploads=self.settings.parallel)
+            with open(local, "rb") as f:
+                reader = HashingReader(f)
+                return self.client.put_object(self.bucket, self._key(key), reader, size,
+                                              part_size=self.settings.part_size,
+                                              num_parallel_uploads=self.settings.parallel)
         self._call("write", key, put)
+        assert reader is not None and reader.size == size
+        digest = reader.hexdigest()
+        self._call("tag", key, lambda: self._tag_sha256(key, digest))
+        return digest
+
+    def _tag_sha256(self, key: str, digest: str) -> None:
+        """Keep a multipart object's digest as its ``sha256`` tag (a server without tagging: ``checksum`` is None,
+        and ``upload_tree`` sends the file again instead of skipping it)."""
+        tags = Tags.new_object_tags()
+        tags[SHA256_META] = digest
+        try:
+            self.client.set_object_tags(self.bucket, self._key(key), tags)
+        except S3Error as e:
+            if e.code != "NotImplemented":
+                raise
+            log.warning("%s does not support object tags: %s keeps no sha256 of its own", self.settings.endpoint,
+                        self.object_url(key))
 
     def _abort_uploads(self, key: str) -> None:
         """Abort the incomplete multipart uploads of exactly this key: they hold storage and would never complete.
@@ -220,8 +290,37 @@ class S3Store(Store):
             if upload.object_name == full:
                 self.client._abort_multipart_upload(self.bucket, full, upload.upload_id)
 
-    def get_file(self, key: str, local: str | Path) -> None:
-        self._call("download", key, lambda: self.client.fget_object(self.bucket, self._key(key), str(local)))
+    def get_file(self, key: str, local: str | Path) -> str:
+        """Download with one GET into a name of this process and thread, hashing each block as it lands, then rename
+        it into place; returns the sha256. A body cut short is retried from its start."""
+        local = Path(local)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = unique_sibling(local, ".part")
+
+        def get() -> str:
+            resp = self.client.get_object(self.bucket, self._key(key))
+            try:
+                want = int(resp.headers.get("content-length", -1))
+                # urllib3's response copies every block through its own buffer; its http.client response reads
+                # straight into ours (the body is never content-encoded: ssrl stores bytes as they are)
+                body = getattr(resp, "_fp", None) or resp
+                with open(tmp, "wb") as f:
+                    got, digest = copy_hashing(body, f)
+                if want >= 0 and got != want:
+                    raise http.client.IncompleteRead(b"", want - got)
+            except BaseException:
+                resp.close()  # the connection is in an unknown state: never reuse it
+                raise
+            finally:
+                resp.release_conn()
+            return digest
+
+        try:
+            digest = self._call("download", key, get)
+            os.replace(tmp, local)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return digest
 
     def exists(self, key: str) -> bool:
         try:
@@ -239,8 +338,13 @@ class S3Store(Store):
         return int(self._stat(key).size)
 
     def checksum(self, key: str) -> str | None:
-        meta = self._stat(key).metadata or {}
-        return next((v for k, v in meta.items() if k.lower() == f"x-amz-meta-{SHA256_META}"), None)
+        meta = {k.lower(): v for k, v in (self._stat(key).metadata or {}).items()}
+        if f"x-amz-meta-{SHA256_META}" in meta:
+            return str(meta[f"x-amz-meta-{SHA256_META}"])
+        if meta.get("x-amz-tagging-count", "0") == "0":
+            return None
+        tags = self._call("read tags of", key, lambda: self.client.get_object_tags(self.bucket, self._key(key)))
+        return (tags or {}).get(SHA256_META)
 
     def list(self, prefix: str = "") -> list[str]:
         return [k for k, _ in self.list_sizes(prefix)]

@@ -10,13 +10,12 @@ from __future__ import annotations
 import concurrent.futures as cf
 import json
 import os
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ssrl.errors import StoreError
-from ssrl.store import Store, check_key, sha256_file
+from ssrl.store import Store, check_key, sha256_file, unique_sibling
 
 COMMIT = "_COMMIT.json"
 
@@ -38,20 +37,25 @@ def upload_tree(local: str | Path, store: Store, prefix: str = "", *, skip_uncha
                 workers: int = 4, progress: Callable[[int], None] | None = None) -> dict[str, dict[str, Any]]:
     """Upload every file under ``local`` to ``prefix/``; returns {relative path: {size, sha256, uploaded}}.
 
-    With ``skip_unchanged`` an object whose recorded sha256 equals the file's is not sent again, so a rerun
-    after a failure only moves what is missing.
+    Each file is hashed while it is sent (``Store.put_file`` returns the digest), so the common case, a fresh
+    prefix, reads every file once. With ``skip_unchanged`` an object that already exists with the file's size
+    and recorded sha256 is not sent again (the file is hashed first, only then), so a rerun after a failure
+    only moves what is missing.
     """
     files = _local_files(Path(local))
     base = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
 
     def one(rel: str, path: Path) -> tuple[str, dict[str, Any]]:
         key = check_key(base + rel)
-        digest = sha256_file(path)
         size = path.stat().st_size
-        sent = False
-        if not (skip_unchanged and store.exists(key) and store.checksum(key) == digest):
-            store.put_file(key, path, sha256=digest)
-            sent = True
+        digest = None
+        if skip_unchanged and store.exists(key) and store.size(key) == size:
+            digest = sha256_file(path)
+            if store.checksum(key) != digest:
+                digest = None
+        sent = digest is None
+        if digest is None:
+            digest = store.put_file(key, path)
         if progress:
             progress(size)
         return rel, {"size": size, "sha256": digest, "uploaded": sent}
@@ -99,10 +103,10 @@ def safe_destination(dest: Path, rel: str) -> Path:
 
 def pull_tree(store: Store, prefix: str, dest: str | Path, *, workers: int = 4,
               progress: Callable[[int], None] | None = None,
-              select: Callable[[str], bool] | None = None) -> dict[str, Any]:
+              select: Callable[[str], bool] | None = None, record: dict[str, Any] | None = None) -> dict[str, Any]:
     """Download a committed folder (the files ``select`` keeps, default all) to ``dest`` and verify every file;
-    returns its commit record."""
-    record = read_commit(store, prefix)
+    returns its commit record (``record``: the one the caller already read, not fetched again)."""
+    record = record or read_commit(store, prefix)
     if record is None:
         raise StoreError(f"{store.object_url(_join(prefix, COMMIT))} does not exist: "
                          "the folder is not committed (incomplete or still being written)")
@@ -140,23 +144,27 @@ def is_verified(target: Path, size: int, sha256: str) -> bool:
 def fetch_verified(store: Store, key: str, target: Path, size: int, sha256: str) -> bool:
     """Download ``key`` to ``target`` unless a verified copy is there; returns whether it downloaded.
 
-    The download goes to a name unique to this process and thread, is checked against ``size`` and ``sha256``,
-    then renamed into place, so processes racing on one path (local ranks, a restarted pod) never see or
-    replace a partial file. A stamp beside it records the verification for the next caller.
+    The download goes to a name unique to this process and thread, is checked against ``size`` and ``sha256``
+    (the digest ``get_file`` computed while the bytes arrived: the file is not read back), then renamed into
+    place, so processes racing on one path (local ranks, a restarted pod) never see or replace a partial or
+    corrupt file. A stamp beside it records the verification for the next caller.
     """
     if is_verified(target, size, sha256):
         return False
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.part")
+    tmp = unique_sibling(target, ".part")
     try:
-        store.get_file(key, tmp)
-        if tmp.stat().st_size != size or sha256_file(tmp) != sha256:
-            raise StoreError(f"{store.object_url(key)}: checksum differs from its commit record")
+        digest = store.get_file(key, tmp)
+        got = tmp.stat().st_size
+        if got != size or digest != sha256:
+            raise StoreError(f"{store.object_url(key)}: checksum differs from its commit record (got {got} bytes, "
+                             f"sha256 {digest[:12]}...; recorded {size} bytes, sha256 {sha256[:12]}...): the object "
+                             "is corrupt, truncated or was replaced after the commit")
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
     stamp = _stamp(target)
-    stamp_tmp = stamp.with_name(f"{stamp.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    stamp_tmp = unique_sibling(stamp, ".tmp")
     stamp_tmp.write_text(json.dumps({"size": size, "sha256": sha256, "mtime_ns": target.stat().st_mtime_ns}))
     os.replace(stamp_tmp, stamp)
     return True
