@@ -5,8 +5,11 @@
 #   docker build -f docker/trainer.Dockerfile --build-arg VLLM_VERSION=0.31.0 -t ssrl-trainer:0.1.0-vllm .
 #
 # Layers: the pinned dependencies (docker/trainer-constraints.txt: torch, its CUDA wheels, TRL... as the test suite
-# ran them) first, then DeepSpeed, then the source, so a source edit rebuilds only the last small layer and one tag
-# always rebuilds the same torch/CUDA. PyPI's torch bundles its CUDA runtime (13.x) as nvidia-* wheels.
+# ran them) first, then DeepSpeed, in their own stage (`deps`) whose venv the final image copies as one layer; the
+# package comes last, as a wheel installed over it. A source edit rebuilds only that small top layer (neither the
+# build nor a push moves the multi-GB torch layer again), and one tag always rebuilds the same torch/CUDA. PyPI's
+# torch bundles its CUDA runtime (13.x) as nvidia-* wheels. pip's cache is a build cache mount: a rebuild after a
+# constraints change downloads only what changed.
 #
 # Final stage: CUDA *devel*, not runtime. DeepSpeed is installed with DS_BUILD_OPS=0 (as the Makefile does), so its
 # ops (FusedAdam, CPU Adam for ZeRO offload...) are compiled just in time on first use: that needs nvcc and the CUDA
@@ -19,13 +22,14 @@
 
 ARG CUDA_IMAGE=nvidia/cuda:13.0.1-cudnn-devel-ubuntu24.04
 
-FROM ${CUDA_IMAGE} AS build
+# 1. Dependencies only: this stage, and the layer the final image copies from it, survive source edits.
+FROM ${CUDA_IMAGE} AS deps
 # Empty: no vLLM. Set to a release built for the torch the constraints pin (vLLM pins its own torch).
 ARG VLLM_VERSION=""
 # Empty: torch from PyPI, as the test setup installs it. A PyTorch wheel index for another CUDA major.
 ARG TORCH_INDEX_URL=""
 ARG CONSTRAINTS=docker/trainer-constraints.txt
-ENV DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
+ENV DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 # Ubuntu's archive keeps only the current patch of each package, so apt versions are not pinned.
 # hadolint ignore=DL3008
 RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-venv python3-dev \
@@ -33,22 +37,32 @@ RUN apt-get update && apt-get install -y --no-install-recommends python3 python3
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-# 1. Dependencies only (this layer survives source edits).
 COPY ${CONSTRAINTS} /src/constraints.txt
-# hadolint ignore=DL3013
-RUN pip install --no-cache-dir ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} -r constraints.txt ninja
-# 2. DeepSpeed exactly as the Makefile installs it (an sdist that needs torch installed), ops compiled at run time.
-# hadolint ignore=DL3013
-RUN DS_BUILD_OPS=0 pip install --no-cache-dir "deepspeed>=0.19,<0.20" \
-    && if [ -n "${VLLM_VERSION}" ]; then pip install --no-cache-dir "vllm==${VLLM_VERSION}"; fi
-# 3. The source: the package with the Makefile's extras, held to the pins above (nothing new is downloaded), then the
-# CUDA check: torch's CUDA major must be the base image's (nvcc for DeepSpeed's JIT ops).
+# hadolint ignore=DL3013,DL3042
+RUN --mount=type=cache,target=/root/.cache/pip \
+    pip install ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} -r constraints.txt ninja
+# DeepSpeed exactly as the Makefile installs it (an sdist that needs torch installed), ops compiled at run time.
+# hadolint ignore=DL3013,DL3042
+RUN --mount=type=cache,target=/root/.cache/pip \
+    DS_BUILD_OPS=0 pip install "deepspeed>=0.19,<0.20" \
+    && if [ -n "${VLLM_VERSION}" ]; then pip install "vllm==${VLLM_VERSION}"; fi
+
+# 2. The package with the Makefile's extras, held to the pins above (nothing new is downloaded), built into a wheel
+# for the final stage; then the CUDA check: torch's CUDA major must be the base image's (nvcc for DeepSpeed's JIT
+# ops). A base without CUDA (CUDA_VERSION unset) is refused unless CPU_BASE=1 says a CPU-only image is meant (the
+# real-node test tier builds this file on a local Debian base).
+FROM deps AS build
+ARG TORCH_INDEX_URL=""
+ARG CPU_BASE=""
 COPY pyproject.toml README.md ./
 COPY ssrl ./ssrl
-# hadolint ignore=DL3013
-RUN pip install --no-cache-dir ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} -c constraints.txt ".[s3,train,k8s]" \
-    && python -c "import os, torch; t, c = torch.version.cuda, os.environ['CUDA_VERSION']; \
-assert t and t.split('.')[0] == c.split('.')[0], f'torch is built for CUDA {t}, the base image has {c}'" \
+# hadolint ignore=DL3013,DL3042
+RUN --mount=type=cache,target=/root/.cache/pip \
+    pip install ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} -c constraints.txt ".[s3,train,k8s]" \
+    && pip wheel --no-deps -w /wheels . \
+    && CPU_BASE="${CPU_BASE}" python -c "import os, torch; t, c = torch.version.cuda, os.environ.get('CUDA_VERSION'); \
+assert c or os.environ['CPU_BASE'] == '1', 'the base image has no CUDA (CUDA_VERSION unset): pass CPU_BASE=1 for a CPU-only image'; \
+assert not c or (t and t.split('.')[0] == c.split('.')[0]), f'torch is built for CUDA {t}, the base image has {c}'" \
     && ssrl --version
 
 FROM ${CUDA_IMAGE}
@@ -60,7 +74,10 @@ ENV DEBIAN_FRONTEND=noninteractive
 RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-dev \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --gid 10001 ssrl && useradd --uid 10001 --gid 10001 --create-home --home-dir /home/ssrl ssrl
-COPY --from=build /opt/venv /opt/venv
+# The dependency layer (GBs, unchanged by source edits), then the package's wheel on top (kB).
+COPY --from=deps /opt/venv /opt/venv
+COPY --from=build /wheels /opt/wheels
+RUN /opt/venv/bin/pip install --no-cache-dir --no-deps --no-index /opt/wheels/*.whl && /opt/venv/bin/ssrl --version
 # JIT-compiled DeepSpeed ops and Triton kernels go under HOME or /tmp: writable emptyDirs in Kubernetes.
 ENV PATH=/opt/venv/bin:$PATH HOME=/home/ssrl PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
     TORCH_EXTENSIONS_DIR=/tmp/torch_extensions TRITON_CACHE_DIR=/tmp/triton HF_HOME=/tmp/hf

@@ -64,17 +64,32 @@ def test_make_images_builds_all_three_and_prints_digests(tmp_path, engine):
         assert f"--set images.{key}.tag={ref.rpartition(':')[2]}@{digest}\n" in r.stdout
 
 
+def _steps(text: str) -> list[str]:
+    """A Dockerfile's COPY and RUN instructions, continuation lines joined."""
+    joined = re.sub(r"\\\n\s*", " ", text)
+    return [line for line in joined.splitlines() if re.match(r"^(COPY|RUN)\b", line)]
+
+
 def test_trainer_layers_dependencies_before_source():
-    """A source edit must not rebuild the torch layer: the pinned dependencies install before `COPY ssrl`."""
+    """A source edit must not rebuild (or make users pull again) the torch layer: the pinned dependencies install
+    before `COPY ssrl`, in a stage whose venv the final image copies before the package's own small layer."""
     text = (DOCKER / "trainer.Dockerfile").read_text()
     build = text[:text.rindex("\nFROM ")]
-    steps = [line for line in build.splitlines() if re.match(r"^(COPY|RUN)\b", line)]
+    steps = _steps(build)
     copy_src = next(i for i, s in enumerate(steps) if s.startswith("COPY ssrl"))
     deps = next(i for i, s in enumerate(steps) if s.startswith("RUN") and "-r constraints.txt" in s)
     deepspeed = next(i for i, s in enumerate(steps) if "DS_BUILD_OPS=0" in s)
     assert deps < deepspeed < copy_src
     assert all(not s.startswith("COPY") or "ssrl" not in s.split()[1] for s in steps[:copy_src])
     assert '-c constraints.txt ".[s3,train,k8s]"' in build  # the source install is held to the same pins
+    # pip's cache is a build cache mount on every download step (a constraints change re-downloads only changes).
+    assert all("--mount=type=cache,target=/root/.cache/pip" in steps[i] for i in (deps, deepspeed))
+    # The final image: the deps stage's venv (no package in it yet), then the package's wheel, nothing else copied.
+    assert re.search(r"^FROM \$\{CUDA_IMAGE\} AS deps$", text, re.M) and "FROM deps AS build" in text
+    final = _steps(text[text.rindex("\nFROM "):])
+    copies = [s for s in final if s.startswith("COPY")]
+    assert copies == ["COPY --from=deps /opt/venv /opt/venv", "COPY --from=build /wheels /opt/wheels"], copies
+    assert "--no-deps --no-index /opt/wheels/*.whl" in final[-1]
     # The final stage stays devel: DeepSpeed (DS_BUILD_OPS=0) compiles its ops with nvcc at run time.
     assert re.search(r"^ARG CUDA_IMAGE=nvidia/cuda:[\d.]+-cudnn-devel-", text, re.M)
     assert "ARG TORCH_INDEX_URL=\"\"" in text  # CUDA 12.x variant by build arg; PyPI by default
