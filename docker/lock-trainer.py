@@ -126,13 +126,15 @@ HEADER_VLLM = """\
 # Regenerate after the main file: .venv/bin/python docker/lock-trainer.py --vllm {vllm}  (writes this and the lock)"""
 
 
-def resolve_for_image(requirements: list[str], constraints: dict[str, str]) -> list[dict]:
-    """pip's ``--report`` install items for the trainer image's interpreter and platform (wheels' metadata only)."""
+def resolve_for_image(requirements: list[str], constraints: list[str]) -> list[dict]:
+    """pip's ``--report`` install items for the trainer image's wheels (metadata only). pip picks wheels for
+    ``--python-version`` but evaluates markers for the interpreter running it: ``vllm_lock`` checks them again for
+    the image."""
     platforms = [f"manylinux_2_{g}_x86_64" for g in range(IMAGE_GLIBC, 4, -1)]
     platforms += ["manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64", "linux_x86_64"]
     with tempfile.TemporaryDirectory() as d:
         pins, report = Path(d, "constraints.txt"), Path(d, "report.json")
-        pins.write_text(render("", constraints))
+        pins.write_text("".join(f"{c}\n" for c in constraints))
         r = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
                             "--report", str(report), "--target", str(Path(d, "target")), "--only-binary", ":all:",
                             "--python-version", IMAGE_PYTHON, "--implementation", "cp",
@@ -140,33 +142,65 @@ def resolve_for_image(requirements: list[str], constraints: dict[str, str]) -> l
                             *(a for p in platforms for a in ("--platform", p)), "-c", str(pins), *requirements],
                            capture_output=True, text=True)
         if r.returncode:
-            raise SystemExit(f"pip cannot resolve {requirements[-1]} under the kept pins:\n{r.stderr[-3000:]}")
+            raise SystemExit(f"pip cannot resolve {requirements} under {constraints}:\n{r.stderr[-3000:]}")
         return json.loads(report.read_text())["install"]
 
 
-def rejected(items: list[dict], pins: dict[str, str]) -> dict[str, str]:
-    """``pins`` that a requirement of some resolved package rejects: {name: that requirement, named}."""
+def image_requirements(items: list[dict]) -> list[tuple[str, Requirement]]:
+    """Every resolved package's requirements that apply in the image (its markers, the extras asked of it), each
+    with the package that states it."""
+    def applying(extras: dict[str, set[str]]) -> list[tuple[str, Requirement]]:
+        out = []
+        for item in items:
+            wanted = sorted(extras.get(canonicalize_name(item["metadata"]["name"]), set())) or [""]
+            for text in item["metadata"].get("requires_dist") or []:
+                req = Requirement(text)
+                if req.marker is None or any(req.marker.evaluate({**IMAGE_ENV, "extra": e}) for e in wanted):
+                    out.append((f"{item['metadata']['name']} {item['metadata']['version']}", req))
+        return out
+
+    extras: dict[str, set[str]] = {}
+    while True:  # extras asked by applying requirements (torch asks cuda-toolkit[cublas,...]) make more apply
+        reqs = applying(extras)
+        grown: dict[str, set[str]] = {}
+        for _, req in reqs:
+            grown.setdefault(canonicalize_name(req.name), set()).update(req.extras)
+        if grown == extras:
+            return reqs
+        extras = grown
+
+
+def rejected(items: list[dict], pins: dict[str, str]) -> dict[str, tuple[str, Requirement]]:
+    """``pins`` that a requirement of some resolved package rejects in the image: {name: (package, requirement)}."""
     from packaging.version import Version
 
-    out: dict[str, str] = {}
-    for item in items:
-        extras = sorted(item.get("requested_extras") or []) or [""]
-        for text in item["metadata"].get("requires_dist") or []:
-            req = Requirement(text)
-            name = canonicalize_name(req.name)
-            applies = req.marker is None or any(req.marker.evaluate({**IMAGE_ENV, "extra": e}) for e in extras)
-            if applies and name in pins and not req.specifier.contains(Version(pins[name]), prereleases=True):
-                out.setdefault(name, f"{item['metadata']['name']} {item['metadata']['version']} requires {text}")
+    out: dict[str, tuple[str, Requirement]] = {}
+    for owner, req in image_requirements(items):
+        name = canonicalize_name(req.name)
+        if name in pins and not req.specifier.contains(Version(pins[name]), prereleases=True):
+            out.setdefault(name, (owner, req))
     return out
 
 
 def vllm_lock(main: dict[str, str], version: str) -> tuple[dict[str, str], dict]:
     """The vLLM variant's pins and its lock record (vLLM's wheel, its Requires-Dist, each moved pin and why)."""
     wanted = [*project_requirements(), f"vllm=={version}"]
-    # 1. vLLM's closure unpinned: which main pins does it reject? 2. Resolved again holding every other main pin.
-    why = rejected(resolve_for_image(wanted, {}), main)
-    items = resolve_for_image(wanted, {n: v for n, v in main.items() if n not in why})
-    pins = {canonicalize_name(i["metadata"]["name"]): i["metadata"]["version"] for i in items}
+    # 1. vLLM's closure unpinned: which main pins does it reject? 2. Resolved again holding every other main pin,
+    # plus what the image's markers require that pip's own interpreter did not see (e.g. setuptools<81 on 3.12).
+    why = {n: f"{owner} requires {req}" for n, (owner, req) in rejected(resolve_for_image(wanted, []), main).items()}
+    constraints = [f"{n}=={v}" for n, v in main.items() if n not in why]
+    for _ in range(5):
+        items = resolve_for_image(wanted, constraints)
+        pins = {canonicalize_name(i["metadata"]["name"]): i["metadata"]["version"] for i in items}
+        misses = rejected(items, pins)
+        missing = {canonicalize_name(r.name) for _, r in image_requirements(items)} - set(pins)
+        if not misses and not missing:
+            break
+        constraints += [f"{r.name}{r.specifier}" for _, r in misses.values()]
+        wanted += sorted(missing)
+        why.update({n: f"{owner} requires {req}" for n, (owner, req) in misses.items()})
+    else:
+        raise SystemExit(f"the image's markers still reject {sorted(misses)} or miss {sorted(missing)}")
     (wheel,) = [i for i in items if canonicalize_name(i["metadata"]["name"]) == "vllm"]
     moved = {n: {"main": main[n], "vllm": pins[n], "why": why.get(n, "follows the moved pins")}
              for n in sorted(main) if n in pins and pins[n] != main[n]}

@@ -6,11 +6,16 @@ vLLM cannot be installed beside the suite's torch (each release pins its own), s
 from its own keys plus ``generation_kwargs``. Server mode: TRL's real ``VLLMClient.generate`` posts to a local
 HTTP server that records the requests, and every field it sends must be one vLLM knows (the server would reject
 or silently ignore the others). A download failure fails the test; it never skips.
+
+No TRL-supported vLLM release pins the torch docker/trainer-constraints.txt pins, so the image's vLLM variant installs
+its own closure, docker/trainer-vllm-constraints.txt, with docker/trainer-vllm.lock.json recording the wheel and its
+Requires-Dist (both written by ``docker/lock-trainer.py --vllm``): the lock tests below read only those files.
 """
 
 from __future__ import annotations
 
 import ast
+import hashlib
 import http.server
 import json
 import re
@@ -36,6 +41,9 @@ WHEELS = Path("~/.cache/ssrl/wheels").expanduser()
 VISION = [151652, 151653, 151655, 151656]  # Qwen2.5-VL's vision start/end, image and video token ids
 #: The first test to use the wheel downloads it (~320 MB) when ~/.cache/ssrl/wheels lacks it.
 DOWNLOADS = pytest.mark.timeout(900)
+VLLM_CONSTRAINTS = ROOT / "docker" / "trainer-vllm-constraints.txt"
+VLLM_LOCK = ROOT / "docker" / "trainer-vllm.lock.json"
+REGENERATE = "regenerate: .venv/bin/python docker/lock-trainer.py --vllm <the pin>"
 
 
 def pinned_vllm() -> str:
@@ -68,6 +76,8 @@ def wheel() -> zipfile.ZipFile:
         found = sorted(WHEELS.glob(f"vllm-{pin}-*.whl"))
         if r.returncode or not found:
             pytest.fail(f"cannot download vllm=={pin} to read its SamplingParams:\n{r.stderr[-2000:]}")
+    lock = json.loads(VLLM_LOCK.read_text())
+    assert hashlib.sha256(found[0].read_bytes()).hexdigest() == lock["sha256"], f"{found[0]} is not the locked wheel"
     with zipfile.ZipFile(found[0]) as z:
         yield z
 
@@ -110,6 +120,57 @@ def test_pinned_vllm_is_in_trl_range_and_the_image_builds_it() -> None:
     assert version(low) <= version(pin) <= version(high), f"vllm=={pin} is outside TRL's {low}-{high}"
     dockerfile = (ROOT / "docker" / "trainer.Dockerfile").read_text()
     assert re.findall(r"VLLM_VERSION=(\d[\d.]*)", dockerfile) == [pin], "the Dockerfile's vLLM build names the pin"
+
+
+def pins(path: Path) -> dict[str, str]:
+    from packaging.utils import canonicalize_name
+
+    return {canonicalize_name(n): v.strip() for n, v in (line.split("==") for line in path.read_text().splitlines()
+                                                          if line.strip() and not line.startswith("#"))}
+
+
+def unmet(requirements: list[str], pinned: dict[str, str], env: dict[str, str]) -> list[str]:
+    """The requirements (those whose markers hold in ``env``, no extras) that ``pinned`` does not satisfy."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    out = []
+    for text in requirements:
+        req = Requirement(text)
+        if req.marker is not None and not req.marker.evaluate({**env, "extra": ""}):
+            continue
+        have = pinned.get(canonicalize_name(req.name))
+        if have is None or not req.specifier.contains(have, prereleases=True):
+            out.append(f"{text} (pinned: {have})")
+    return out
+
+
+def test_vllm_variant_pins_hold_vllms_requirements_and_ssrls() -> None:
+    """The vLLM image variant installs the pinned vLLM with exactly the torch (and the rest) its wheel requires, the
+    TRL whose supported range the test above read, and what ssrl[s3,train,k8s] requires."""
+    lock, variant = json.loads(VLLM_LOCK.read_text()), pins(VLLM_CONSTRAINTS)
+    assert lock["vllm"] == pinned_vllm() == variant["vllm"], f"the lock, pyproject and the variant differ: {REGENERATE}"
+    assert lock["wheel"].startswith(f"vllm-{lock['vllm']}-") and len(lock["sha256"]) == 64
+    assert not unmet(lock["requires_dist"], variant, lock["environment"]), REGENERATE
+    assert variant["torch"] in {r.split("==")[1] for r in lock["requires_dist"] if r.startswith("torch==")}
+    assert variant["trl"] == trl.__version__, "the variant's TRL is not the one whose vLLM range was checked"
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    ours = [*project["dependencies"], *(r for e in ("s3", "train", "k8s") for r in project["optional-dependencies"][e])]
+    assert not unmet(ours, variant, lock["environment"])
+
+
+def test_vllm_variant_is_the_main_pins_but_what_vllm_moves() -> None:
+    """The main pins cannot take the pinned vLLM (its torch differs: installing it over them would silently replace
+    torch), and the variant keeps every main pin except those the lock names, each with the requirement that moved
+    it: regenerating one file without the other fails here."""
+    lock, main, variant = json.loads(VLLM_LOCK.read_text()), pins(ROOT / "docker" / "trainer-constraints.txt"), \
+        pins(VLLM_CONSTRAINTS)
+    assert any(r.startswith("torch") for r in unmet(lock["requires_dist"], main, lock["environment"])), \
+        "the main pins now satisfy vLLM: drop the variant and install vLLM under docker/trainer-constraints.txt"
+    differ = {n: {"main": main[n], "vllm": variant[n]} for n in main if n in variant and variant[n] != main[n]}
+    assert differ == {n: {"main": m["main"], "vllm": m["vllm"]} for n, m in lock["moved"].items()}, REGENERATE
+    assert {"torch", "torchvision", "transformers"} <= set(lock["moved"])
+    assert all(" requires " in m["why"] or m["why"] == "follows the moved pins" for m in lock["moved"].values())
 
 
 def test_use_vllm_true_from_the_command_line_and_yaml(tmp_path: Path) -> None:
