@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 
@@ -527,3 +530,164 @@ def test_two_updates_per_rollout_in_a_real_run(assets: dict[str, Path], tmp_path
                       rewards=["format", f"{__name__}.SamplingProbe"], reward_weights=[1.0, 0.0])
     assert main(cfg)["global_step"] == 2
     assert [s[3] for s in SamplingProbe.seen] == [8]
+
+
+# ---------------------------------------------------------------- validation during training, end to end (item 10)
+class Services(http.server.BaseHTTPRequestHandler):
+    """What a training pod talks to besides the store, recording every request: the Kubernetes API (the job's
+    progress ConfigMap, patched by the real client through a kubeconfig) and a vLLM server (the routes TRL's real
+    ``VLLMClient`` uses in server mode; each completion is the tokens of ``COMPLETION``)."""
+
+    requests: ClassVar[list[tuple[str, str, dict]]] = []
+    completion: ClassVar[list[int]] = []
+
+    def do_GET(self) -> None:  # vLLM: /v1/models
+        self._answer({"data": [{"id": "tiny"}]})
+
+    def do_POST(self) -> None:
+        body = self._record("POST")
+        if self.path == "/v1/chat/completions/render":  # image features: one placeholder per image, placed by TRL
+            images = [c for m in body["messages"] for c in m["content"] if c["type"].startswith("image")]
+            self._answer({"features": {"mm_placeholders": {"image": [{"offset": 0, "length": 1}] * len(images)}}})
+        else:  # /inference/v1/generate
+            logprobs = [{"token": f"token_id:{t}", "logprob": -1.0, "top_logprobs": []} for t in Services.completion]
+            choice = {"token_ids": Services.completion, "logprobs": {"content": logprobs}}
+            self._answer({"choices": [choice] * body["sampling_params"]["n"]})
+
+    def do_PATCH(self) -> None:  # Kubernetes: the progress ConfigMap
+        body = self._record("PATCH")
+        self._answer({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": self.path.rsplit("/", 1)[-1]},
+                      **body})
+
+    def _record(self, method: str) -> dict:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        Services.requests.append((method, self.path, body))
+        return body
+
+    def _answer(self, obj: dict) -> None:
+        data = json.dumps(obj).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+COMPLETION = "<think>.</think>\\boxed{A}"
+
+
+@pytest.fixture
+def services(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The recording services on a free port; the process is a training pod of job ``val/ns`` that finds the API
+    server through its kubeconfig and reports progress at every log (interval 0)."""
+    Services.requests.clear()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Services)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    (tmp_path / "kubeconfig").write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "pod",
+        "clusters": [{"name": "c", "cluster": {"server": url}}], "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "pod", "context": {"cluster": "c", "user": "u", "namespace": "ns"}}]}))
+    for key, value in {"KUBECONFIG": str(tmp_path / "kubeconfig"), "SSRL_JOB_NAME": "val", "SSRL_JOB_NAMESPACE": "ns",
+                       "SSRL_PROGRESS_INTERVAL": "0", "TENSORBOARD_LOGGING_DIR": str(tmp_path / "tb")}.items():
+        monkeypatch.setenv(key, value)
+    yield url
+    server.shutdown()
+
+
+def validate_every_step(assets: dict[str, Path], run: Path, **overrides: object) -> None:
+    """Two GRPO steps validating after each (eval_steps=1) on 3 held-out prompts, logging to TensorBoard."""
+    from ssrl.recipes.train_grpo import TrainConfig, main
+
+    main(TrainConfig(model=str(assets["model"]), dataset=str(assets["tasks"]), output=str(run), max_steps=2,
+                     save_steps=2, eval_steps=1, holdout=0.4, val_samples=3, max_completion_length=8, min_pixels=3136,
+                     max_pixels=12544, per_device_train_batch_size=4, num_generations=2,
+                     report_to=["tensorboard"], **overrides))
+
+
+def assert_validation_reported(run: Path, tb: Path) -> None:
+    """eval_accuracy/<task> after each of the 2 validations: in metrics.jsonl, as eval/accuracy/<task> scalars in the
+    TensorBoard events (also mirrored to the run's store), and in the progress ConfigMap the last patch left."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from ssrl.cluster.client import PROGRESS_KEY
+
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    val = [x for x in lines if "eval_reward" in x]
+    assert [x["step"] for x in val] == [1, 2]
+    tasks = {k.split("/", 1)[1] for k in val[0] if k.startswith("eval_accuracy/")}
+    assert tasks and all({f"eval_accuracy/{t}" for t in tasks} <= set(x) for x in val)
+    assert not any(k.startswith("accuracy/") for x in val for k in x)  # held-out scores never mix with rollouts'
+    (events,) = {f.parent for f in tb.rglob("events.out.tfevents.*")}
+    acc = EventAccumulator(str(events))
+    acc.Reload()
+    for t in tasks:
+        logged = [(e.step, round(e.value, 4)) for e in acc.Scalars(f"eval/accuracy/{t}")]
+        assert logged == [(x["step"], round(x[f"eval_accuracy/{t}"], 4)) for x in val]
+    assert any("events.out.tfevents" in k for k in open_store(run).list("tensorboard"))
+    patches = [body for method, path, body in Services.requests
+               if method == "PATCH" and path == "/api/v1/namespaces/ns/configmaps/val-progress"]
+    progress = json.loads(patches[-1]["data"][PROGRESS_KEY])
+    assert progress["step"] == 2
+    assert progress["validation"] == {t: round(val[-1][f"eval_accuracy/{t}"], 4) for t in tasks}
+
+
+@pytest.mark.slow
+def test_validation_eager_generate_samples_at_paper_settings(assets: dict[str, Path], tmp_path: Path,
+                                                             services: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without vLLM, validation goes through transformers' generate: the logits warpers its sampling loop actually
+    applied are temperature 0.6 and top-p 0.95 (none at the rollouts' 1.0 / 1.0), one sequence per held-out prompt."""
+    from transformers import GenerationMixin, TemperatureLogitsWarper, TopPLogitsWarper
+
+    sampled: list[tuple[bool, int, float | None, float | None]] = []
+    real = GenerationMixin._sample
+
+    def record(self: Any, input_ids: Any, logits_processor: Any, *args: Any, **kwargs: Any) -> Any:
+        warp = {type(p): p for p in logits_processor}
+        t, p = warp.get(TemperatureLogitsWarper), warp.get(TopPLogitsWarper)
+        sampled.append((self.training, input_ids.shape[0], t and t.temperature, p and p.top_p))
+        return real(self, input_ids, logits_processor, *args, **kwargs)
+
+    monkeypatch.setattr(GenerationMixin, "_sample", record)
+    validate_every_step(assets, tmp_path / "run")
+    rollouts, held_out = [s for s in sampled if s[0]], [s for s in sampled if not s[0]]
+    assert rollouts and all(s[2:] == (None, None) for s in rollouts)  # temperature 1.0, top_p 1.0: no warper
+    assert held_out and all(s[2:] == (0.6, 0.95) for s in held_out)
+    assert sum(s[1] for s in held_out) == 2 * 3  # n=1: one sequence per held-out prompt, at each of 2 validations
+    assert_validation_reported(tmp_path / "run", tmp_path / "tb")
+
+
+@pytest.mark.slow
+def test_validation_vllm_server_requests_paper_settings(assets: dict[str, Path], tmp_path: Path, services: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With vLLM (server mode), TRL's real client asks the server for validation completions with temperature 0.6,
+    top_p 0.95, n=1 and for rollouts with 1.0 / 1.0 / num_generations, and the scores are reported as without vLLM.
+    vLLM itself is the recording server: its package is not installed on CPU, so TRL's start-up check and NCCL
+    weight sync are the two pieces replaced."""
+    import requests
+    from transformers import AutoTokenizer
+    from trl.generation.vllm_client import VLLMClient
+    from trl.generation.vllm_generation import VLLMGeneration
+
+    def connect(self: VLLMGeneration) -> None:  # _init_vllm without the vllm package and the NCCL communicator
+        self.vllm_client = VLLMClient.__new__(VLLMClient)
+        self.vllm_client.session, self.vllm_client.base_url = requests.Session(), self.server_base_url
+        self.vllm_client.model = self.vllm_client._get(f"{services}/v1/models")["data"][0]["id"]
+
+    monkeypatch.setattr(VLLMGeneration, "_init_vllm", connect)
+    monkeypatch.setattr(VLLMGeneration, "sync_weights", lambda self: None)
+    Services.completion = AutoTokenizer.from_pretrained(assets["model"]).encode(COMPLETION)
+    validate_every_step(assets, tmp_path / "run", use_vllm="true",
+                        extra={"vllm_mode": "server", "vllm_server_base_url": services,
+                               "vllm_importance_sampling_correction": False})
+    asked = [body["sampling_params"] for method, path, body in Services.requests if path == "/inference/v1/generate"]
+    rollouts = [s for s in asked if s["n"] == 2]
+    held_out = [s for s in asked if s["n"] != 2]
+    assert rollouts and all((s["temperature"], s["top_p"]) == (1.0, 1.0) for s in rollouts)
+    assert held_out and all((s["n"], s["temperature"], s["top_p"]) == (1, 0.6, 0.95) for s in held_out)
+    assert len(held_out) == 2 * 3  # one request per held-out prompt (server mode sends them one by one)
+    assert all("suppress_tokens" not in s and s["logit_bias"] for s in asked)  # vLLM's form of the suppression
+    assert_validation_reported(tmp_path / "run", tmp_path / "tb")
