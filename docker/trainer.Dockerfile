@@ -15,10 +15,11 @@
 # ops (FusedAdam, CPU Adam for ZeRO offload...) are compiled just in time on first use: that needs nvcc and the CUDA
 # headers of torch's CUDA major at run time, which the build checks.
 #
-# CUDA 12.x (drivers older than CUDA 13's): torch's cu12x wheels come from PyTorch's own index, e.g.
+# CUDA 12.x (drivers older than CUDA 13's): PyPI's torch 2.10 is the newest built for CUDA 12.8, pinned with the
+# same other pins in docker/trainer-constraints-cu12.txt (docker/lock-trainer.py --cuda12):
 #   --build-arg CUDA_IMAGE=nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04 \
-#   --build-arg TORCH_INDEX_URL=<PyTorch's cu128 wheel index> --build-arg CONSTRAINTS=docker/no-constraints.txt
-# (unpinned: those wheels differ from the PyPI ones the constraints name; the CUDA check still guards the build).
+#   --build-arg CONSTRAINTS=docker/trainer-constraints-cu12.txt
+# The CUDA check below guards either build.
 
 ARG CUDA_IMAGE=nvidia/cuda:13.0.1-cudnn-devel-ubuntu24.04
 
