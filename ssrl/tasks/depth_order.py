@@ -58,8 +58,21 @@ def normalise(depth: np.ndarray, percentiles: tuple[float, float]) -> np.ndarray
     if not hi > lo:
         raise reject("depth_order: depth is constant over the image")
     dn = ((depth - np.float32(lo)) * np.float32(1 / (hi - lo))).astype(np.float32, copy=False)
-    dn[~((depth >= lo) & (depth <= hi))] = np.nan  # NaN compares false: invalid pixels stay NaN
+    # [lo, hi] as the float32 values it holds, so the map is compared without a float64 cast (4x faster)
+    first, last = _inward_float32(lo, hi) if depth.dtype == np.float32 else (lo, hi)
+    dn[(depth < first) | (depth > last)] = np.nan  # NaN depth is NaN in dn already
     return dn
+
+
+def _inward_float32(lo: float, hi: float) -> tuple[np.float32, np.float32]:
+    """The smallest float32 >= lo and the largest <= hi: for float32 x, ``x >= lo`` iff ``x >= first`` and
+    ``x <= hi`` iff ``x <= last``, exactly as the float64 comparison would decide."""
+    first, last = np.float32(lo), np.float32(hi)
+    if first < lo:
+        first = np.nextafter(first, np.float32(np.inf))
+    if last > hi:
+        last = np.nextafter(last, np.float32(-np.inf))
+    return first, last
 
 
 def generate(scene: Scene, rng: np.random.Generator, cfg: Config = Config()) -> Sample:
