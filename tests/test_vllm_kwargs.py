@@ -266,7 +266,8 @@ def _gpu_vllm() -> bool:
     return torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
 
 
-GPU_VLLM = pytest.mark.skipif(not _gpu_vllm(), reason="needs a CUDA GPU and vLLM (pip install '.[vllm]')")
+GPU_VLLM = pytest.mark.skipif(not _gpu_vllm(), reason="needs a CUDA GPU and vLLM "
+                              "(pip install -c docker/trainer-vllm-constraints.txt '.[vllm]')")
 
 
 @pytest.mark.slow
@@ -293,10 +294,25 @@ def test_gpu_logit_bias_keeps_vision_tokens_out_of_vllm_samples(tmp_path: Path) 
     assert not sampled(suppression_kwargs(sorted(vision), use_vllm=True)) & vision
 
 
-@pytest.mark.slow
-@GPU_VLLM
-def test_gpu_grpo_step_with_vllm_colocate(tmp_path: Path, synth_dir: Path) -> None:
-    """One GRPO step with colocated vLLM rollouts on the tiny model: the kwargs above reach a real SamplingParams."""
+#: ``ssrl train`` under torchrun with TRL's colocate SamplingParams recorded (n, temperature, top_p: one JSON line
+#: each, to argv[1]) and built for real.
+RECORDING_TRAIN = """
+import json, sys
+import trl.generation.vllm_generation as vg
+from ssrl.cli import main
+real = vg.SamplingParams
+def record(**kw):
+    with open(sys.argv[1], "a") as f:
+        f.write(json.dumps([kw["n"], kw["temperature"], kw["top_p"]]) + "\\n")
+    return real(**kw)
+vg.SamplingParams = record
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def gpu_train(tmp_path: Path, synth_dir: Path, *sets: str) -> list[tuple[int, float, float]]:
+    """One-process torchrun of ``ssrl train`` with colocated vLLM rollouts on the tiny model (flip tasks, 2 steps);
+    returns the SamplingParams TRL built."""
     import os
 
     from ssrl.dataset.generate import GenerateConfig, run
@@ -305,14 +321,37 @@ def test_gpu_grpo_step_with_vllm_colocate(tmp_path: Path, synth_dir: Path) -> No
     build_tiny_model(tmp_path / "tiny")
     run(GenerateConfig(inputs=[str(synth_dir)], output=str(tmp_path / "tasks"), tasks=["flip"], min_pixels=3136,
                        max_pixels=12544))
+    (tmp_path / "train.py").write_text(RECORDING_TRAIN)
     torchrun = Path(sys.executable).parent / "torchrun"
-    r = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "1", "-m", "ssrl", "train", "--model",
-                        str(tmp_path / "tiny"), "--dataset", str(tmp_path / "tasks"), "--output", str(tmp_path / "run"),
-                        "--max-steps", "1", "--set", "use_vllm=true", "--set", "max_prompt_length=1024",
-                        "--set", "max_completion_length=16", "--set", "min_pixels=3136", "--set", "max_pixels=12544",
-                        "--set", "per_device_train_batch_size=2", "--set", "num_generations=2",
-                        "--set", "report_to=[]", "--set", "extra={vllm_gpu_memory_utilization: 0.2}"],
+    flags = ["use_vllm=true", "max_prompt_length=1024", "max_completion_length=16", "min_pixels=3136",
+             "max_pixels=12544", "per_device_train_batch_size=2", "num_generations=2", "report_to=[]",
+             "extra={vllm_gpu_memory_utilization: 0.2}", *sets]
+    r = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "1", str(tmp_path / "train.py"),
+                        str(tmp_path / "sampling.jsonl"), "train", "--model", str(tmp_path / "tiny"), "--dataset",
+                        str(tmp_path / "tasks"), "--output", str(tmp_path / "run"), "--max-steps", "2",
+                        *(a for f in flags for a in ("--set", f))],
                        capture_output=True, text=True, timeout=900,
                        env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
     assert r.returncode == 0, r.stderr[-4000:]
+    return [tuple(json.loads(x)) for x in (tmp_path / "sampling.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+@GPU_VLLM
+def test_gpu_grpo_step_with_vllm_colocate(tmp_path: Path, synth_dir: Path) -> None:
+    """GRPO steps with colocated vLLM rollouts on the tiny model: the kwargs above reach a real SamplingParams."""
+    assert gpu_train(tmp_path, synth_dir, "save_steps=1")
     assert (tmp_path / "run" / "step-1" / "_COMMIT.json").exists()
+
+
+@pytest.mark.slow
+@GPU_VLLM
+def test_gpu_validation_with_vllm_colocate_samples_at_paper_settings(tmp_path: Path, synth_dir: Path) -> None:
+    """Validation every step through colocated vLLM: its SamplingParams at temperature 0.6 / top_p 0.95 (n=1:
+    colocate mode samples each repeated prompt once, and eval repeats none), the rollouts' at 1.0 / 1.0, and
+    eval_accuracy/flip after each validation in metrics.jsonl."""
+    built = gpu_train(tmp_path, synth_dir, "eval_steps=1", "holdout=0.4", "val_samples=2", "save_steps=2")
+    held_out = [s for s in built if s[1:] != (1.0, 1.0)]
+    assert len(held_out) >= 2 and set(held_out) == {(1, 0.6, 0.95)}
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if "eval_accuracy/flip" in x] == [1, 2]
