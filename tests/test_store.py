@@ -1,11 +1,13 @@
 import hashlib
+import io
 import os
+import threading
 from pathlib import Path
 
 import pytest
 
 from ssrl.errors import StoreError
-from ssrl.store import LocalStore, check_key, open_store
+from ssrl.store import LocalStore, check_key, copy_hashing, open_store
 from ssrl.store.transfer import fetch_verified, is_verified
 
 
@@ -70,3 +72,42 @@ def test_fetch_refuses_an_object_that_differs_from_its_record(tmp_path: Path, da
         fetch_verified(store, "x.bin", target, len(data), hashlib.sha256(data).hexdigest())
     assert list((tmp_path / "dest").iterdir()) == []  # neither the bad file nor a temp one, nor a stamp
     assert not is_verified(target, len(data), hashlib.sha256(data).hexdigest())
+
+
+class _Broken(io.RawIOBase):
+    """A stream whose ``readinto``/``write`` fails after ``after`` bytes (a connection reset, a full disk)."""
+
+    def __init__(self, data: bytes, after: int):
+        self.src, self.after, self.moved = io.BytesIO(data), after, 0
+
+    def readinto(self, b) -> int:
+        if self.moved >= self.after:
+            raise ConnectionResetError("peer went away")
+        n = self.src.readinto(b)
+        self.moved += n
+        return n
+
+    def write(self, b) -> int:
+        if self.moved >= self.after:
+            raise OSError(28, "No space left on device")
+        self.moved += len(b)
+        return len(b)
+
+
+@pytest.mark.parametrize("size", [0, 1000, 3 << 20, (5 << 20) + 7])
+def test_copy_hashing_pipelined_and_not(size: int) -> None:
+    data = os.urandom(size)
+    out = io.BytesIO()
+    assert copy_hashing(io.BytesIO(data), out, None, chunk=1 << 20) == (size, hashlib.sha256(data).hexdigest())
+    assert out.getvalue() == data
+    assert copy_hashing(io.BytesIO(data), io.BytesIO(), size, chunk=1 << 20)[1] == hashlib.sha256(data).hexdigest()
+
+
+def test_copy_hashing_raises_a_failure_on_either_side() -> None:
+    data = os.urandom(6 << 20)
+    threads = threading.active_count()
+    with pytest.raises(ConnectionResetError):
+        copy_hashing(_Broken(data, 3 << 20), io.BytesIO(), len(data))
+    with pytest.raises(OSError, match="No space left"):
+        copy_hashing(io.BytesIO(data), _Broken(b"", 2 << 20), len(data))
+    assert threading.active_count() == threads  # the helper thread ended either way

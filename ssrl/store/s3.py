@@ -305,7 +305,7 @@ class S3Store(Store):
                 # straight into ours (the body is never content-encoded: ssrl stores bytes as they are)
                 body = getattr(resp, "_fp", None) or resp
                 with open(tmp, "wb") as f:
-                    got, digest = copy_hashing(body, f)
+                    got, digest = copy_hashing(body, f, want if want >= 0 else None)
                 if want >= 0 and got != want:
                     raise http.client.IncompleteRead(b"", want - got)
             except BaseException:

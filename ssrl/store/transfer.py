@@ -38,18 +38,19 @@ def upload_tree(local: str | Path, store: Store, prefix: str = "", *, skip_uncha
     """Upload every file under ``local`` to ``prefix/``; returns {relative path: {size, sha256, uploaded}}.
 
     Each file is hashed while it is sent (``Store.put_file`` returns the digest), so the common case, a fresh
-    prefix, reads every file once. With ``skip_unchanged`` an object that already exists with the file's size
-    and recorded sha256 is not sent again (the file is hashed first, only then), so a rerun after a failure
-    only moves what is missing.
+    prefix, reads every file once. With ``skip_unchanged`` one listing of the prefix finds what is already
+    there; an object with the file's size and recorded sha256 is not sent again (the file is hashed first, only
+    then), so a rerun after a failure only moves what is missing.
     """
     files = _local_files(Path(local))
     base = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+    present = dict(store.list_sizes(base.rstrip("/"))) if skip_unchanged else {}
 
     def one(rel: str, path: Path) -> tuple[str, dict[str, Any]]:
         key = check_key(base + rel)
         size = path.stat().st_size
         digest = None
-        if skip_unchanged and store.exists(key) and store.size(key) == size:
+        if present.get(key) == size:
             digest = sha256_file(path)
             if store.checksum(key) != digest:
                 digest = None
@@ -74,11 +75,16 @@ def commit(store: Store, prefix: str, files: dict[str, dict[str, Any]], **extra:
 
 
 def read_commit(store: Store, prefix: str) -> dict[str, Any] | None:
+    """The folder's commit record, or None when it has none (one GET when it exists)."""
     key = _join(prefix, COMMIT)
-    if not store.exists(key):
-        return None
     try:
-        record = json.loads(store.read_bytes(key))
+        data = store.read_bytes(key)
+    except StoreError:
+        if not store.exists(key):
+            return None
+        raise
+    try:
+        record = json.loads(data)
     except ValueError:
         raise StoreError(f"{store.object_url(key)} is not a valid commit record") from None
     if not isinstance(record, dict) or not isinstance(record.get("files"), dict):
