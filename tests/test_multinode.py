@@ -146,47 +146,49 @@ def weights(run_url: str, step: int, dest: Path) -> dict[str, object]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("stage", "kill"), [("zero2", True), ("zero3", False)])
-def test_two_nodes_resume_equals_uninterrupted(minio, assets: dict[str, Path], tmp_path: Path, stage: str, kill: bool,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """Kill both nodes after a committed step, restart on empty scratch: the next steps' loss and the final weights
-    equal an uninterrupted seeded run's. Node 1's optimizer shard exists only on node 1's disk, so it must reach the
-    store and come back to node 1 (under ZeRO-3 its parameter shard too). ZeRO-2 is killed for real, early (the
-    first epoch); ZeRO-3 restarts from a copy of the uninterrupted run's step 3, inside the second epoch (2 steps per
-    epoch), where the resumed first epoch skips batches through accelerate's wrappers (see ``seed_each_epoch``)."""
+@pytest.mark.parametrize(("stage", "kill_after"), [("zero2", 1), ("zero3", 3)])
+def test_two_nodes_resume_equals_uninterrupted(minio, assets: dict[str, Path], tmp_path: Path, stage: str,
+                                               kill_after: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two nodes × two processes, killed whole (SIGKILL) once step ``kill_after`` is committed, restarted on empty
+    scratch: the next steps' loss and the final weights equal an uninterrupted seeded run's. Ranks 2 and 3 wrote
+    their optimizer shards (under ZeRO-3 their parameter shards too) only to node 1's disk: node 1's local rank 0
+    must upload them, global rank 0 commit them, and node 1 pull them back for both its local ranks.
+
+    One prompt per rank, so 4 per step and 2 steps per epoch: ZeRO-2 resumes inside the first epoch, ZeRO-3 inside
+    the second, where the resumed epoch skips batches through accelerate's wrappers (see ``seed_each_epoch``).
+    Five steps, so a kill that lands late still leaves steps to compare."""
     import torch
 
     for k, v in minio.env().items():
         monkeypatch.setenv(k, v)
-    steps = ["--max-steps", "4", "--set", "save_steps=1", "--set", "keep_checkpoints=2", "--deepspeed", stage]
+    steps = ["--max-steps", "5", "--set", "save_steps=1", "--set", "keep_checkpoints=2", "--deepspeed", stage,
+             "--set", "per_device_train_batch_size=2"]
     ref_url, cut_url = f"s3://runs/{stage}-ref", f"s3://runs/{stage}-cut"
-    wait_all(launch_nodes(assets, minio, ref_url, tmp_path / "ref", *steps), tmp_path / "ref")
+    wait_all(launch_nodes(assets, minio, ref_url, tmp_path / "ref", *steps, nproc=2), tmp_path / "ref")
     cut = open_store(cut_url)
-    if kill:
-        procs = launch_nodes(assets, minio, cut_url, tmp_path / "cut", *steps)
-        deadline = time.time() + 300
-        while latest_step(cut) is None:
-            assert all(p.poll() is None for p in procs), f"a node exited early:\n{tail(tmp_path / 'cut', 1)}"
-            assert time.time() < deadline, "no committed step after 300 s"
-            time.sleep(0.05)
-        kill_all(procs)
-    else:
-        ref = open_store(ref_url)
-        for key in ref.list("step-3"):
-            cut.write_bytes(key, ref.read_bytes(key))
-        cut.write_bytes("latest", b'{"step": 3}')
+    procs = launch_nodes(assets, minio, cut_url, tmp_path / "cut", *steps, nproc=2)
+    deadline = time.time() + 400
+    while (latest_step(cut) or 0) < kill_after:
+        assert all(p.poll() is None for p in procs), f"a node exited early:\n{tail(tmp_path / 'cut', 1)}"
+        assert time.time() < deadline, f"step {kill_after} not committed after 400 s"
+        time.sleep(0.05)
+    kill_all(procs)
     done = latest_step(cut)
-    assert done is not None and done < 4, f"the run finished ({done}) before it was killed"
-    node1_files = set(json.loads(cut.read_bytes(f"step-{done}/_COMMIT.json"))["files"])
-    assert any("zero_pp_rank_1_" in f for f in node1_files), "node 1's optimizer shard is not in the commit"
+    assert done is not None and kill_after <= done < 5, f"the run reached step {done} before it was killed"
+    committed = set(json.loads(cut.read_bytes(f"step-{done}/_COMMIT.json"))["files"])
+    shards = ["optim_states", "model_states"] if stage == "zero3" else ["optim_states"]
+    for r in range(4):  # every global rank's shards and RNG state, from both nodes
+        wanted = [f"global_step{done}/zero_pp_rank_{r}_mp_rank_00_{s}.pt" for s in shards] + [f"rng_state_{r}.pth"]
+        assert set(wanted) <= committed, (r, sorted(committed))
 
     for node in (0, 1):  # the pods come back on empty disks
         subprocess.run(["rm", "-rf", str(tmp_path / "cut" / f"node-{node}")], check=True)
-    wait_all(launch_nodes(assets, minio, cut_url, tmp_path / "cut", *steps, "--resume", "auto"), tmp_path / "cut")
+    wait_all(launch_nodes(assets, minio, cut_url, tmp_path / "cut", *steps, "--resume", "auto", nproc=2),
+             tmp_path / "cut")
     assert f"resumed from committed step {done}" in tail(tmp_path / "cut", 0, 100_000)
 
-    ref_state = json.loads(open_store(ref_url).read_bytes("step-4/trainer_state.json"))
-    cut_state = json.loads(cut.read_bytes("step-4/trainer_state.json"))
+    ref_state = json.loads(open_store(ref_url).read_bytes("step-5/trainer_state.json"))
+    cut_state = json.loads(cut.read_bytes("step-5/trainer_state.json"))
     for key in ("loss", "reward", "kl", "grad_norm"):
         after = {s: v for s, v in logged(cut_state, key).items() if s > done}
         assert after, f"no {key} logged after the resume"
@@ -194,8 +196,8 @@ def test_two_nodes_resume_equals_uninterrupted(minio, assets: dict[str, Path], t
         # Same seed, world size, gloo reduction order, one thread per rank: bit-exact here (measured max |diff| 0).
         # The tolerance only absorbs float32 rounding if a kernel's accumulation order changed on other hardware.
         assert after == pytest.approx(ref, rel=1e-5, abs=1e-7), key
-    first = weights(ref_url, 4, tmp_path / "w-ref")
-    resumed = weights(cut_url, 4, tmp_path / "w-cut")
+    first = weights(ref_url, 5, tmp_path / "w-ref")
+    resumed = weights(cut_url, 5, tmp_path / "w-cut")
     assert first.keys() == resumed.keys()
     from transformers import AutoModelForImageTextToText
 
@@ -205,10 +207,10 @@ def test_two_nodes_resume_equals_uninterrupted(minio, assets: dict[str, Path], t
     for k in first:
         torch.testing.assert_close(resumed[k], first[k], rtol=1e-5, atol=1e-7, msg=k)
     # keep_checkpoints=2: older steps are pruned in the store, and on every node's scratch.
-    assert list_steps(cut) == [3, 4] and list_steps(open_store(ref_url)) == [3, 4]
+    assert list_steps(cut) == [4, 5] and list_steps(open_store(ref_url)) == [4, 5]
     for node in (0, 1):
         kept = sorted(p.name for p in (tmp_path / "cut" / f"node-{node}" / "trainer").glob("checkpoint-*"))
-        assert kept == ["checkpoint-3", "checkpoint-4"], (node, kept)
+        assert kept == ["checkpoint-4", "checkpoint-5"], (node, kept)
 
 
 @pytest.mark.slow
