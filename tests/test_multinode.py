@@ -374,3 +374,14 @@ def test_failed_background_upload_fails_the_run(assets: dict[str, Path], tmp_pat
         pull_checkpoint(run_store, tmp_path / "pulled")  # every file the latest commit names is there, verified
     finally:
         cleanup(server)
+
+
+def test_local_pruning_spares_checkpoints_still_queued_for_upload(tmp_path: Path) -> None:
+    """Uploads behind training: step 2 just uploaded, 3 queued, 4 saved and waiting to be queued. keep=1 must not
+    delete 3 or 4 before they reach the store (the newest-N rule removed both)."""
+    from ssrl.recipes.callbacks import _prune_local
+
+    for step in (1, 2, 3, 4):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    _prune_local(tmp_path, keep=1, uploaded=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2", "checkpoint-3", "checkpoint-4"]

@@ -188,16 +188,18 @@ class StoreCheckpointCallback(TrainerCallback):
                     if self.keep:
                         prune_checkpoints(run, self.keep)
                 if self.keep:
-                    _prune_local(folder.parent, self.keep)
+                    _prune_local(folder.parent, self.keep, uploaded=step)
             except Exception as e:  # re-raised in the training thread, on every rank
                 log.error("checkpoint step %d: upload to %s failed: %s", step, self.run_url, e)
                 self._error = f"step {step}: {e}"
 
 
-def _prune_local(trainer_dir: Path, keep: int) -> None:
-    """Delete all but the newest ``keep`` ``checkpoint-<n>`` folders of this node (the Trainer's own rotation runs on
-    rank 0's node only, and could delete a folder still being uploaded)."""
-    folders = sorted((p for p in trainer_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+def _prune_local(trainer_dir: Path, keep: int, uploaded: int) -> None:
+    """Of this node's ``checkpoint-<n>`` folders up to the step just ``uploaded``, delete all but the newest ``keep``
+    (the Trainer's own rotation runs on rank 0's node only; a newer folder may still wait in the upload queue, so
+    it is never counted or touched here, whatever ``keep`` is)."""
+    folders = sorted((p for p in trainer_dir.glob("checkpoint-*")
+                      if p.name.split("-")[-1].isdigit() and int(p.name.split("-")[-1]) <= uploaded),
                      key=lambda p: int(p.name.split("-")[-1]))
     for old in folders[: max(0, len(folders) - keep)]:
         shutil.rmtree(old, ignore_errors=True)
