@@ -2,7 +2,8 @@
 # GRPO trainer / evaluator image: the package with the Makefile's extras (.[s3,train,k8s]), DeepSpeed, optional vLLM.
 #   make images REGISTRY=registry.example.com/ssrl                (all three images; see docker/build-images.sh)
 #   docker build -f docker/trainer.Dockerfile -t ssrl-trainer:0.1.0 .
-#   docker build -f docker/trainer.Dockerfile --build-arg VLLM_VERSION=0.31.0 -t ssrl-trainer:0.1.0-vllm .
+#   docker build -f docker/trainer.Dockerfile --build-arg VLLM_VERSION=0.31.0 \
+#     --build-arg CONSTRAINTS=docker/trainer-vllm-constraints.txt -t ssrl-trainer:0.1.0-vllm .
 #
 # Layers: the pinned dependencies (docker/trainer-constraints.txt: torch, its CUDA wheels, TRL... as the test suite
 # ran them) first, then DeepSpeed, in their own stage (`deps`) whose venv the final image copies as one layer; the
@@ -25,7 +26,8 @@ ARG CUDA_IMAGE=nvidia/cuda:13.0.1-cudnn-devel-ubuntu24.04
 
 # 1. Dependencies only: this stage, and the layer the final image copies from it, survive source edits.
 FROM ${CUDA_IMAGE} AS deps
-# Empty: no vLLM. Set to a release built for the torch the constraints pin (vLLM pins its own torch).
+# Empty: no vLLM. vLLM pins its own torch (no TRL-supported release is built for the main pins' torch): set it
+# together with CONSTRAINTS=docker/trainer-vllm-constraints.txt (docker/lock-trainer.py --vllm).
 ARG VLLM_VERSION=""
 # Empty: torch from PyPI, as the test setup installs it. A PyTorch wheel index for another CUDA major.
 ARG TORCH_INDEX_URL=""
@@ -46,7 +48,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 # hadolint ignore=DL3013,DL3042
 RUN --mount=type=cache,target=/root/.cache/pip \
     DS_BUILD_OPS=0 pip install "deepspeed>=0.19,<0.20" \
-    && if [ -n "${VLLM_VERSION}" ]; then pip install "vllm==${VLLM_VERSION}"; fi
+    && if [ -n "${VLLM_VERSION}" ]; then pip install -c constraints.txt "vllm==${VLLM_VERSION}"; fi
 
 # 2. The package with the Makefile's extras, held to the pins above (nothing new is downloaded), built into a wheel
 # for the final stage; then the CUDA check: torch's CUDA major must be the base image's (nvcc for DeepSpeed's JIT
