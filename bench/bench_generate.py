@@ -672,19 +672,21 @@ def bench_side_by_side(reference: Path, checkout: Path | None, python: str, size
     for label, task, key, up_task in SIDE_BY_SIDE:
         if key not in files:
             continue
-        n = position_sizes if task == "position" else sizes
-        corpora = [sbs_corpus(files, {key: k}, f"{key}-{k}") for k in n]
+        corpora = [sbs_corpus(files, {key: k}, f"{key}-{k}") for k in sizes]
+        # upstream's position takes 6-20 s a sample: its own smaller corpora, one round
+        up_sizes = position_sizes if task == "position" else sizes
+        up_corpora = corpora if up_sizes == sizes else [sbs_corpus(files, {key: k}, f"{key}-up-{k}") for k in up_sizes]
         runs: dict[str, list[dict[str, Any]]] = {"jpeg": [], "png": [], "upstream": []}
-        for _ in range(1 if task == "position" else rounds):  # interleaved, so all three see the same machine;
-            # the fastest of each is kept (one round for position: upstream takes 20-45 s per sample)
+        for r in range(rounds):  # interleaved, so all three see the same machine; the fastest of each is kept
             for tool in runs:
-                if tool == "upstream" and checkout is None:
+                if tool == "upstream" and (checkout is None or (task == "position" and r > 0)):
                     continue
-                one = [run_ssrl(c, [task], tool) if tool != "upstream" else run_upstream(checkout, python, up_task, it)
-                       for c, it in corpora]
+                one = ([run_upstream(checkout, python, up_task, it) for _, it in up_corpora] if tool == "upstream"
+                       else [run_ssrl(c, [task], tool) for c, _ in corpora])
                 if not runs[tool] or slope(*one) < slope(*runs[tool]):
                     runs[tool] = one
-        row = {"row": label, "task": task, "input": key, "sizes": list(n), "upstream_task": up_task,
+        row = {"row": label, "task": task, "input": key, "sizes": list(sizes), "upstream_sizes": list(up_sizes),
+               "upstream_task": up_task,
                "ssrl_jpeg_s": slope(*runs["jpeg"]), "ssrl_png_s": slope(*runs["png"]),
                "ssrl_jpeg_bytes": runs["jpeg"][1]["bytes"].get(task, 0) / max(1, runs["jpeg"][1]["samples"]),
                "ssrl_png_bytes": runs["png"][1]["bytes"].get(task, 0) / max(1, runs["png"][1]["samples"]),
