@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import dataclasses
 import hashlib
 import json
 import os
@@ -599,6 +600,8 @@ def needed_disk(settings: Settings) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller files (smoke test)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timings per variant (default 5, --quick 3); more give steadier medians on a busy machine")
     parser.add_argument("--output", type=Path, default=RESULTS / "store.json")
     parser.add_argument("--scratch", type=Path, default=None, help="parent of the temporary folder (default: /tmp)")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)  # helper mode: mode url key path
@@ -608,6 +611,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     settings = Settings.pick(args.quick)
+    if args.repeats:
+        settings = dataclasses.replace(settings, repeats=args.repeats)
     binary = minio_binary()
     scratch = Path(tempfile.mkdtemp(prefix="ssrl-bench-store-", dir=args.scratch))
     free = shutil.disk_usage(scratch).free

@@ -5,9 +5,10 @@ import threading
 from pathlib import Path
 
 import pytest
+import xxhash
 
 from ssrl.errors import StoreError
-from ssrl.store import LocalStore, check_key, copy_hashing, open_store
+from ssrl.store import LocalStore, check_key, copy_hashing, file_digests, open_store
 from ssrl.store.transfer import fetch_verified, is_verified
 
 
@@ -47,31 +48,37 @@ def test_open_store_urls(tmp_path: Path) -> None:
         open_store("gs://bucket/x")
 
 
-def test_put_and_get_return_the_sha256_of_the_bytes_moved(tmp_path: Path) -> None:
+def test_put_and_get_return_the_digests_of_the_bytes_moved(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "store")
     data = os.urandom(3 << 20)
     (tmp_path / "src.bin").write_bytes(data)
-    assert store.put_file("a/src.bin", tmp_path / "src.bin") == hashlib.sha256(data).hexdigest()
-    assert store.get_file("a/src.bin", tmp_path / "back.bin") == hashlib.sha256(data).hexdigest()
+    want = {"sha256": hashlib.sha256(data).hexdigest(), "xxh128": xxhash.xxh3_128(data).hexdigest()}
+    assert store.put_file("a/src.bin", tmp_path / "src.bin") == want == file_digests(tmp_path / "src.bin")
+    assert store.get_file("a/src.bin", tmp_path / "back.bin") == want["sha256"]
+    assert store.get_file("a/src.bin", tmp_path / "back.bin", "xxh128") == want["xxh128"]
     assert (tmp_path / "back.bin").read_bytes() == data
     assert sorted(p.name for p in tmp_path.iterdir()) == ["back.bin", "src.bin", "store"]  # no temp file left
     with pytest.raises(StoreError, match="does not exist"):
         store.get_file("a/nope", tmp_path / "nope")
 
 
+@pytest.mark.parametrize("by", ["xxh128", "sha256"])  # a record with xxh128, and one of an older ssrl without it
 @pytest.mark.parametrize("damage", ["flipped byte", "truncated", "extended"])
-def test_fetch_refuses_an_object_that_differs_from_its_record(tmp_path: Path, damage: str) -> None:
+def test_fetch_refuses_an_object_that_differs_from_its_record(tmp_path: Path, damage: str, by: str) -> None:
     store = LocalStore(tmp_path / "store")
-    data = os.urandom(1 << 20)
-    store.write_bytes("x.bin", data)
+    data = os.urandom(3 << 20)  # several blocks: the pipelined copy
     bad = {"flipped byte": data[:1000] + bytes([data[1000] ^ 1]) + data[1001:], "truncated": data[:-1],
            "extended": data + b"\0"}[damage]
     store.write_bytes("x.bin", bad)
     target = tmp_path / "dest" / "x.bin"
-    with pytest.raises(StoreError, match="checksum differs from its commit record"):
-        fetch_verified(store, "x.bin", target, len(data), hashlib.sha256(data).hexdigest())
+    sha256, xxh128 = hashlib.sha256(data).hexdigest(), xxhash.xxh3_128(data).hexdigest()
+    with pytest.raises(StoreError, match=f"checksum differs from its commit record .*{by}"):
+        fetch_verified(store, "x.bin", target, len(data), sha256, xxh128 if by == "xxh128" else None)
     assert list((tmp_path / "dest").iterdir()) == []  # neither the bad file nor a temp one, nor a stamp
-    assert not is_verified(target, len(data), hashlib.sha256(data).hexdigest())
+    assert not is_verified(target, len(data), sha256)
+    store.write_bytes("x.bin", data)  # repaired: fetched, verified and stamped
+    assert fetch_verified(store, "x.bin", target, len(data), sha256, xxh128 if by == "xxh128" else None)
+    assert target.read_bytes() == data and is_verified(target, len(data), sha256)
 
 
 class _Broken(io.RawIOBase):
@@ -100,7 +107,7 @@ def test_copy_hashing_pipelined_and_not(size: int) -> None:
     out = io.BytesIO()
     assert copy_hashing(io.BytesIO(data), out, None, chunk=1 << 20) == (size, hashlib.sha256(data).hexdigest())
     assert out.getvalue() == data
-    assert copy_hashing(io.BytesIO(data), io.BytesIO(), size, chunk=1 << 20)[1] == hashlib.sha256(data).hexdigest()
+    assert copy_hashing(io.BytesIO(data), io.BytesIO(), size, "xxh128")[1] == xxhash.xxh3_128(data).hexdigest()
 
 
 def test_copy_hashing_raises_a_failure_on_either_side() -> None:

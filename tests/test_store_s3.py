@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import xxhash
 from minio.error import S3Error
 
 from ssrl.errors import StoreError, StoreUnavailableError
@@ -54,8 +55,10 @@ def test_multipart_streaming_roundtrip(s3: str, tmp_path: Path, monkeypatch: pyt
     store = S3Store(s3)
     assert store.settings.part_size == 5 * 1024 * 1024
     digest = hashlib.sha256(big.read_bytes()).hexdigest()
-    assert store.put_file("ckpt/model.safetensors", big) == digest  # hashed while sent
+    xxh128 = xxhash.xxh3_128(big.read_bytes()).hexdigest()
+    assert store.put_file("ckpt/model.safetensors", big) == {"sha256": digest, "xxh128": xxh128}  # hashed while sent
     assert store.get_file("ckpt/model.safetensors", tmp_path / "back.bin") == digest  # hashed while received
+    assert store.get_file("ckpt/model.safetensors", tmp_path / "back.bin", "xxh128") == xxh128
     assert hashlib.sha256((tmp_path / "back.bin").read_bytes()).hexdigest() == digest
     assert store.checksum("ckpt/model.safetensors") == digest  # kept as a tag: known only after the last part
     assert sorted(p.name for p in tmp_path.iterdir()) == ["back.bin", "big.bin", "store.yaml"]  # no temp left

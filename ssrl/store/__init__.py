@@ -18,15 +18,15 @@ import os
 import queue
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlparse
 
 from ssrl.errors import StoreError
 
-__all__ = ["HashingReader", "LocalStore", "Store", "check_key", "copy_hashing", "open_store", "read_url",
-           "register_backend", "sha256_file", "unique_sibling"]
+__all__ = ["ALGORITHMS", "Digests", "HashingReader", "LocalStore", "Store", "check_key", "copy_hashing",
+           "file_digests", "open_store", "read_url", "register_backend", "sha256_file", "unique_sibling"]
 
 
 def check_key(key: str) -> str:
@@ -54,49 +54,90 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+try:
+    import xxhash
+except ImportError:  # pragma: no cover - installed with the train extra (datasets) and the s3 extra
+    xxhash = None
+
+#: Digests a transfer computes, by name. ``sha256`` is a file's identity (commit records, skip-unchanged, stamps);
+#: ``xxh128`` (XXH3-128, about 20x less CPU than sha256) verifies downloads when a record carries it. Only sha256
+#: without the xxhash package. Neither is a signature: whoever can replace an object can rewrite its record, so
+#: both guard against corruption and truncation, which 128 bits detect as surely as 256.
+ALGORITHMS: dict[str, Callable[[], Any]] = {"sha256": hashlib.sha256}
+if xxhash is not None:
+    ALGORITHMS["xxh128"] = xxhash.xxh3_128
+
+
+class Digests:
+    """Digests of one stream of bytes, fed block by block (``names``: default every one in ``ALGORITHMS``).
+
+    >>> d = Digests(["sha256"])
+    >>> d.update(b"ab"); d.update(b"c")
+    >>> d.hexdigests() == {"sha256": hashlib.sha256(b"abc").hexdigest()}
+    True
+    """
+
+    def __init__(self, names: Iterable[str] | None = None):
+        self._hashes = {name: ALGORITHMS[name]() for name in (ALGORITHMS if names is None else names)}
+
+    def update(self, block: Any) -> None:
+        for h in self._hashes.values():
+            h.update(block)
+
+    def hexdigests(self) -> dict[str, str]:
+        return {name: h.hexdigest() for name, h in self._hashes.items()}
+
+
+def file_digests(path: str | Path, chunk: int = 1 << 20) -> dict[str, str]:
+    """Every digest of ``ALGORITHMS`` of a local file, in one read."""
+    digests = Digests()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digests.update(block)
+    return digests.hexdigests()
+
+
 class HashingReader(io.RawIOBase):
-    """A read-only view of ``raw`` that feeds every byte read through it to sha256, so a file is hashed while it is
-    sent instead of in a pass of its own before.
+    """A read-only view of ``raw`` that feeds every byte read through it to ``Digests``, so a file is hashed while
+    it is sent instead of in a pass of its own before.
 
     >>> r = HashingReader(io.BytesIO(b"abc"))
     >>> r.read(2) + r.read()
     b'abc'
-    >>> r.size, r.hexdigest() == hashlib.sha256(b"abc").hexdigest()
+    >>> r.size, r.digests.hexdigests()["sha256"] == hashlib.sha256(b"abc").hexdigest()
     (3, True)
     """
 
     def __init__(self, raw: BinaryIO):
-        self.raw, self.size, self._sha256 = raw, 0, hashlib.sha256()
+        self.raw, self.size, self.digests = raw, 0, Digests()
 
     def readable(self) -> bool:
         return True
 
     def read(self, size: int | None = -1) -> bytes:
         data = self.raw.read(-1 if size is None else size)
-        self._sha256.update(data)
+        self.digests.update(data)
         self.size += len(data)
         return data
 
     def readinto(self, buffer: Any) -> int:
         n = self.raw.readinto(buffer) or 0
-        self._sha256.update(memoryview(buffer)[:n])
+        self.digests.update(memoryview(buffer)[:n])
         self.size += n
         return n
 
-    def hexdigest(self) -> str:
-        return self._sha256.hexdigest()
 
-
-def copy_hashing(src: BinaryIO, dst: BinaryIO, size: int | None = None, chunk: int = 1 << 20,
-                 depth: int = 4) -> tuple[int, str]:
+def copy_hashing(src: BinaryIO, dst: BinaryIO, size: int | None = None, digest: str = "sha256",
+                 chunk: int = 1 << 20, depth: int = 4) -> tuple[int, str]:
     """Copy ``src`` to ``dst`` through a few reused buffers, hashing each block on its way; returns (bytes copied,
-    sha256). One pass: every block is hashed while it is in the CPU cache and never read back.
+    hex ``digest``, one of ``ALGORITHMS``). One pass: every block is hashed while it is in the CPU cache and never
+    read back.
 
     A body of more than two blocks (``size``: the expected length, when known) is pipelined: a helper thread
     hashes and writes block i while this one reads block i+1, so a single big download is not slowed to the sum of
-    network, sha256 and disk time (each of the three releases the GIL).
+    network, hashing and disk time (each of the three releases the GIL).
     """
-    h = hashlib.sha256()
+    h = ALGORITHMS[digest]()
     total = 0
     if size is not None and size <= 2 * chunk:
         view = memoryview(bytearray(chunk))
@@ -159,14 +200,19 @@ class Store(abc.ABC):
         with self.open_write(key) as f:
             f.write(data)
 
-    def put_file(self, key: str, local: str | Path) -> str:
-        """Upload a local file, streamed, atomically; returns the sha256 of the bytes sent, hashed as they went."""
+    def put_file(self, key: str, local: str | Path) -> dict[str, str]:
+        """Upload a local file, streamed, atomically; returns the digests (``ALGORITHMS``) of the bytes sent, hashed
+        as they went."""
         with self.open_write(key) as f, open(local, "rb") as src:
-            return copy_hashing(src, f, os.fstat(src.fileno()).st_size)[1]
+            reader = HashingReader(src)
+            while block := reader.read(1 << 20):
+                f.write(block)
+        return reader.digests.hexdigests()
 
-    def get_file(self, key: str, local: str | Path) -> str:
-        """Download to a local path (written whole under a name of its own, then renamed into place); returns the
-        sha256 of the bytes written, hashed as they arrived, so a caller verifies without reading the file back."""
+    def get_file(self, key: str, local: str | Path, digest: str = "sha256") -> str:
+        """Download to a local path (written whole under a name of its own, then renamed into place); returns the hex
+        ``digest`` (a name in ``ALGORITHMS``) of the bytes written, hashed as they arrived, so a caller verifies
+        without reading the file back."""
         local = Path(local)
         data = self.read_bytes(key)
         tmp = unique_sibling(local, ".part")
@@ -175,7 +221,9 @@ class Store(abc.ABC):
             os.replace(tmp, local)
         finally:
             tmp.unlink(missing_ok=True)
-        return hashlib.sha256(data).hexdigest()
+        h = ALGORITHMS[digest]()
+        h.update(data)
+        return str(h.hexdigest())
 
     def checksum(self, key: str) -> str | None:
         """sha256 of the object when the backend knows it cheaply (local: computed; S3: upload metadata)."""
@@ -286,7 +334,7 @@ class LocalStore(Store):
     def local_path(self, key: str) -> Path:
         return self._path(key)
 
-    def get_file(self, key: str, local: str | Path) -> str:
+    def get_file(self, key: str, local: str | Path, digest: str = "sha256") -> str:
         local = Path(local)
         tmp = unique_sibling(local, ".part")
         try:
@@ -295,11 +343,11 @@ class LocalStore(Store):
             raise StoreError(f"{self.object_url(key)} does not exist") from None
         try:
             with src, open(tmp, "wb") as dst:
-                digest = copy_hashing(src, dst, os.fstat(src.fileno()).st_size)[1]
+                got = copy_hashing(src, dst, os.fstat(src.fileno()).st_size, digest)[1]
             os.replace(tmp, local)
         finally:
             tmp.unlink(missing_ok=True)
-        return digest
+        return got
 
     def checksum(self, key: str) -> str | None:
         return sha256_file(self._path(key)) if self.exists(key) else None

@@ -17,7 +17,7 @@ from typing import Any
 from ssrl.errors import StoreError
 from ssrl.store import Store
 from ssrl.store.models import is_weights_file
-from ssrl.store.transfer import COMMIT, commit, pull_tree, read_commit, upload_tree
+from ssrl.store.transfer import COMMIT, commit, entry, pull_tree, read_commit, upload_tree
 
 LATEST = "latest"
 PARTS = "_parts"
@@ -76,8 +76,7 @@ def save_part(run: Store, step: int, local: str | Path, *, node: int, attempt: s
     state to its own disk), then the node's part record. A part is not a commit: readers ignore it until
     ``commit_parts`` covers every node's. ``attempt`` tells this run's parts from a killed run's at the same step."""
     files = upload_tree(local, run, step_prefix(step), progress=progress)
-    part = {"attempt": attempt, "node": node,
-            "files": {rel: {"size": f["size"], "sha256": f["sha256"]} for rel, f in files.items()}}
+    part = {"attempt": attempt, "node": node, "files": {rel: entry(f) for rel, f in files.items()}}
     run.write_bytes(part_key(step, node), json.dumps(part, sort_keys=True).encode())
     return files
 

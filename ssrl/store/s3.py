@@ -4,10 +4,11 @@ Plain S3 semantics only: an object appears when its PUT (or multipart upload) co
 makes ``open_write`` atomic. Files stream from disk in parts (memory flat in file size), several parts
 in parallel, and every call is retried with exponential backoff on connection errors and 5xx answers.
 
-Every byte is hashed once, as it passes: an upload returns the sha256 of what it sent and a download that of
-what it wrote, so ``transfer`` records and verifies checksums without a pass of its own over the file. The
-digest is kept with the object (metadata for a one-part upload, whose PUT is signed with that same digest; a
-tag once a multipart upload completes, since its headers leave before its last byte is read).
+Every byte is hashed as it passes: an upload returns the digests of what it sent (sha256, and xxh128 where
+xxhash is installed) and a download the one asked for of what it wrote, so ``transfer`` records and verifies
+checksums without a pass of its own over the file. The sha256 is kept with the object (metadata for a one-part
+upload, whose PUT is signed with that same digest; a tag once a multipart upload completes, since its headers
+leave before its last byte is read).
 
 Endpoint and credentials come from the environment — the variables a Kubernetes Secret mounts — or from
 a YAML file named by ``SSRL_STORE_CONFIG`` (default ``~/.config/ssrl/store.yaml``); never from the
@@ -34,7 +35,7 @@ import urllib3
 import yaml
 
 from ssrl.errors import StoreError, StoreUnavailableError
-from ssrl.store import HashingReader, Store, check_key, copy_hashing, unique_sibling
+from ssrl.store import Digests, HashingReader, Store, check_key, copy_hashing, unique_sibling
 
 try:
     from minio import Minio
@@ -237,16 +238,18 @@ class S3Store(Store):
                                       metadata={SHA256_META: digest, CONTENT_SHA256: digest},
                                       part_size=max(len(data), MIN_PART_SIZE))
 
-    def put_file(self, key: str, local: str | Path) -> str:
-        """Upload ``local``; returns the sha256 of the bytes sent. A file up to one part is read once and sent in one
-        PUT; a bigger one streams in parts (``part_size``, ``parallel`` at a time) through a hashing reader."""
+    def put_file(self, key: str, local: str | Path) -> dict[str, str]:
+        """Upload ``local``; returns the digests of the bytes sent. A file up to one part is read once and sent in
+        one PUT; a bigger one streams in parts (``part_size``, ``parallel`` at a time) through a hashing reader."""
         size = os.stat(local).st_size
         if size <= self.settings.part_size:
             with open(local, "rb") as f:
                 data = f.read(size)
-            digest = hashlib.sha256(data).hexdigest()
-            self._call("write", key, lambda: self._put_one(key, data, digest))
-            return digest
+            digests = Digests()
+            digests.update(data)
+            found = digests.hexdigests()
+            self._call("write", key, lambda: self._put_one(key, data, found["sha256"]))
+            return found
         reader: HashingReader | None = None
         attempts = 0
 
@@ -262,9 +265,9 @@ class S3Store(Store):
                                               num_parallel_uploads=self.settings.parallel)
         self._call("write", key, put)
         assert reader is not None and reader.size == size
-        digest = reader.hexdigest()
-        self._call("tag", key, lambda: self._tag_sha256(key, digest))
-        return digest
+        found = reader.digests.hexdigests()
+        self._call("tag", key, lambda: self._tag_sha256(key, found["sha256"]))
+        return found
 
     def _tag_sha256(self, key: str, digest: str) -> None:
         """Keep a multipart object's digest as its ``sha256`` tag (a server without tagging: ``checksum`` is None,
@@ -290,9 +293,9 @@ class S3Store(Store):
             if upload.object_name == full:
                 self.client._abort_multipart_upload(self.bucket, full, upload.upload_id)
 
-    def get_file(self, key: str, local: str | Path) -> str:
+    def get_file(self, key: str, local: str | Path, digest: str = "sha256") -> str:
         """Download with one GET into a name of this process and thread, hashing each block as it lands, then rename
-        it into place; returns the sha256. A body cut short is retried from its start."""
+        it into place; returns the hex ``digest``. A body cut short is retried from its start."""
         local = Path(local)
         local.parent.mkdir(parents=True, exist_ok=True)
         tmp = unique_sibling(local, ".part")
@@ -305,7 +308,7 @@ class S3Store(Store):
                 # straight into ours (the body is never content-encoded: ssrl stores bytes as they are)
                 body = getattr(resp, "_fp", None) or resp
                 with open(tmp, "wb") as f:
-                    got, digest = copy_hashing(body, f, want if want >= 0 else None)
+                    got, found = copy_hashing(body, f, want if want >= 0 else None, digest)
                 if want >= 0 and got != want:
                     raise http.client.IncompleteRead(b"", want - got)
             except BaseException:
@@ -313,14 +316,14 @@ class S3Store(Store):
                 raise
             finally:
                 resp.release_conn()
-            return digest
+            return found
 
         try:
-            digest = self._call("download", key, get)
+            found = self._call("download", key, get)
             os.replace(tmp, local)
         finally:
             tmp.unlink(missing_ok=True)
-        return digest
+        return found
 
     def exists(self, key: str) -> bool:
         try:

@@ -1,8 +1,9 @@
 """Moving folders in and out of a store as one atomic unit, and pulling them back safely.
 
 A folder becomes visible only through its commit record ``_COMMIT.json``, written after every part:
-``{"files": {relative path: {"size", "sha256"}}, ...}``. Readers ignore folders without one. Pulls verify
-every checksum and refuse any key that would land outside the destination.
+``{"files": {relative path: {"size", "sha256", "xxh128"}}, ...}`` (``xxh128`` where the xxhash package is
+installed). Readers ignore folders without one. Pulls verify every file against it (xxh128 when the record has
+it, else sha256), hashed as the bytes arrive, and refuse any key that would land outside the destination.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ssrl.errors import StoreError
-from ssrl.store import Store, check_key, sha256_file, unique_sibling
+from ssrl.store import ALGORITHMS, Store, check_key, file_digests, unique_sibling
 
 COMMIT = "_COMMIT.json"
 
@@ -35,9 +36,9 @@ def _local_files(root: Path) -> list[tuple[str, Path]]:
 
 def upload_tree(local: str | Path, store: Store, prefix: str = "", *, skip_unchanged: bool = True,
                 workers: int = 4, progress: Callable[[int], None] | None = None) -> dict[str, dict[str, Any]]:
-    """Upload every file under ``local`` to ``prefix/``; returns {relative path: {size, sha256, uploaded}}.
+    """Upload every file under ``local`` to ``prefix/``; returns {relative path: {size, sha256, xxh128, uploaded}}.
 
-    Each file is hashed while it is sent (``Store.put_file`` returns the digest), so the common case, a fresh
+    Each file is hashed while it is sent (``Store.put_file`` returns the digests), so the common case, a fresh
     prefix, reads every file once. With ``skip_unchanged`` one listing of the prefix finds what is already
     there; an object with the file's size and recorded sha256 is not sent again (the file is hashed first, only
     then), so a rerun after a failure only moves what is missing.
@@ -49,17 +50,17 @@ def upload_tree(local: str | Path, store: Store, prefix: str = "", *, skip_uncha
     def one(rel: str, path: Path) -> tuple[str, dict[str, Any]]:
         key = check_key(base + rel)
         size = path.stat().st_size
-        digest = None
+        digests = None
         if present.get(key) == size:
-            digest = sha256_file(path)
-            if store.checksum(key) != digest:
-                digest = None
-        sent = digest is None
-        if digest is None:
-            digest = store.put_file(key, path)
+            digests = file_digests(path)
+            if store.checksum(key) != digests["sha256"]:
+                digests = None
+        sent = digests is None
+        if digests is None:
+            digests = store.put_file(key, path)
         if progress:
             progress(size)
-        return rel, {"size": size, "sha256": digest, "uploaded": sent}
+        return rel, {"size": size, **digests, "uploaded": sent}
 
     with cf.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = list(pool.map(lambda item: one(*item), files))
@@ -68,10 +69,14 @@ def upload_tree(local: str | Path, store: Store, prefix: str = "", *, skip_uncha
 
 def commit(store: Store, prefix: str, files: dict[str, dict[str, Any]], **extra: Any) -> dict[str, Any]:
     """Write the commit record last: the folder exists for readers from this moment on."""
-    record = {"files": {rel: {"size": f["size"], "sha256": f["sha256"]} for rel, f in sorted(files.items())},
-              **extra}
+    record = {"files": {rel: entry(f) for rel, f in sorted(files.items())}, **extra}
     store.write_bytes(_join(prefix, COMMIT), json.dumps(record, indent=1, sort_keys=True).encode())
     return record
+
+
+def entry(file: dict[str, Any]) -> dict[str, Any]:
+    """What a commit record keeps of one file ``upload_tree`` reported: its size and digests."""
+    return {k: file[k] for k in ("size", *ALGORITHMS) if k in file}
 
 
 def read_commit(store: Store, prefix: str) -> dict[str, Any] | None:
@@ -122,7 +127,7 @@ def pull_tree(store: Store, prefix: str, dest: str | Path, *, workers: int = 4,
 
     def one(rel: str) -> None:
         want = record["files"][rel]
-        fetch_verified(store, _join(prefix, rel), targets[rel], want["size"], want["sha256"])
+        fetch_verified(store, _join(prefix, rel), targets[rel], want["size"], want["sha256"], want.get("xxh128"))
         if progress:
             progress(want["size"])
 
@@ -147,24 +152,26 @@ def is_verified(target: Path, size: int, sha256: str) -> bool:
             and stamp.get("sha256") == sha256 and stamp.get("mtime_ns") == stat.st_mtime_ns)
 
 
-def fetch_verified(store: Store, key: str, target: Path, size: int, sha256: str) -> bool:
+def fetch_verified(store: Store, key: str, target: Path, size: int, sha256: str, xxh128: str | None = None) -> bool:
     """Download ``key`` to ``target`` unless a verified copy is there; returns whether it downloaded.
 
-    The download goes to a name unique to this process and thread, is checked against ``size`` and ``sha256``
-    (the digest ``get_file`` computed while the bytes arrived: the file is not read back), then renamed into
-    place, so processes racing on one path (local ranks, a restarted pod) never see or replace a partial or
-    corrupt file. A stamp beside it records the verification for the next caller.
+    The download goes to a name unique to this process and thread, is checked against ``size`` and ``xxh128``
+    when given (and xxhash installed; else ``sha256``): the digest ``get_file`` computed while the bytes arrived,
+    so the file is never read back. Then it is renamed into place, so processes racing on one path (local ranks,
+    a restarted pod) never see or replace a partial or corrupt file. A stamp beside it records the verification
+    (by the file's sha256, its identity) for the next caller.
     """
     if is_verified(target, size, sha256):
         return False
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = unique_sibling(target, ".part")
     try:
-        digest = store.get_file(key, tmp)
+        name, want = ("xxh128", xxh128) if xxh128 and "xxh128" in ALGORITHMS else ("sha256", sha256)
+        digest = store.get_file(key, tmp, name)
         got = tmp.stat().st_size
-        if got != size or digest != sha256:
+        if got != size or digest != want:
             raise StoreError(f"{store.object_url(key)}: checksum differs from its commit record (got {got} bytes, "
-                             f"sha256 {digest[:12]}...; recorded {size} bytes, sha256 {sha256[:12]}...): the object "
+                             f"{name} {digest[:12]}...; recorded {size} bytes, {name} {want[:12]}...): the object "
                              "is corrupt, truncated or was replaced after the commit")
         os.replace(tmp, target)
     finally:
