@@ -60,7 +60,7 @@ except ImportError:  # pragma: no cover - installed with the train extra (datase
     xxhash = None
 
 #: Digests a transfer computes, by name. ``sha256`` is a file's identity (commit records, skip-unchanged, stamps);
-#: ``xxh128`` (XXH3-128, about 20x less CPU than sha256) verifies downloads when a record carries it. Only sha256
+#: ``xxh128`` (XXH3-128, over 10x less CPU than sha256) verifies downloads when a record carries it. Only sha256
 #: without the xxhash package. Neither is a signature: whoever can replace an object can rewrite its record, so
 #: both guard against corruption and truncation, which 128 bits detect as surely as 256.
 ALGORITHMS: dict[str, Callable[[], Any]] = {"sha256": hashlib.sha256}
