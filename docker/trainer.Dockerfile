@@ -14,7 +14,7 @@
 #
 # Final stage: CUDA *devel*, not runtime. DeepSpeed is installed with DS_BUILD_OPS=0 (as the Makefile does), so its
 # ops (FusedAdam, CPU Adam for ZeRO offload...) are compiled just in time on first use: that needs nvcc and the CUDA
-# headers of torch's CUDA major at run time, which the build checks.
+# headers of torch's CUDA major at run time, which the build checks, and a host C++ compiler (g++, installed below).
 #
 # CUDA 12.x (drivers older than CUDA 13's): PyPI's torch 2.10 is the newest built for CUDA 12.8, pinned with the
 # same other pins in docker/trainer-constraints-cu12.txt (docker/lock-trainer.py --cuda12):
@@ -73,8 +73,10 @@ LABEL org.opencontainers.image.title="ssrl-trainer" \
       org.opencontainers.image.description="Spatial-SSRL GRPO trainer and evaluator (ssrl train / eval, TRL + DeepSpeed)" \
       org.opencontainers.image.licenses="Apache-2.0"
 ENV DEBIAN_FRONTEND=noninteractive
+# g++: DeepSpeed's just-in-time ops (FusedAdam, CPU Adam; on CPU nodes its shm collectives) are C++ built with
+# ninja at first use (the real-node tier's trainer pods failed with "c++: not found" without it).
 # hadolint ignore=DL3008
-RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-dev \
+RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-dev g++ \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --gid 10001 ssrl && useradd --uid 10001 --gid 10001 --create-home --home-dir /home/ssrl ssrl
 # The dependency layer (GBs, unchanged by source edits), then the package's wheel on top (kB).
