@@ -59,10 +59,12 @@ test: $(VENV)/.installed-dev tools
 test-cluster: $(VENV)/.installed-dev tools
 	$(BIN)/python -m pytest -p no:xdist -q -m cluster
 
-## test-realnode: opt-in, not part of `make test`: real pods (the generator image on a real kubelet + containerd
-## node, tests/realnode.py); needs root and apt-get install containerd runc containernetworking-plugins iptables
-## podman buildah debootstrap gcc; images are built on first use into ~/.cache/ssrl-realnode
+## test-realnode: opt-in, not part of `make test` yet: real pods (the generator and trainer images on a real kubelet +
+## containerd node, tests/realnode.py: generate, train with a lost Worker, the chart); needs root; installs Debian's
+## containerd runc containernetworking-plugins iptables podman buildah debootstrap gcc when missing; images are
+## built on first use into ~/.cache/ssrl-realnode (trainer: 12 min cold)
 test-realnode: $(VENV)/.installed-dev tools
+	scripts/realnode/setup.sh
 	scripts/tools.sh realnode
 	$(BIN)/python -m pytest -p no:xdist -q -s -m realnode tests/realnode_tier
 

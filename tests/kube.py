@@ -36,8 +36,22 @@ LOG_LINES = ("ssrl train: step 1/2 reward 0.10", "ssrl train: step 2/2 reward 0.
 POD_STAGES = Path(__file__).with_name("kwok-stages.yaml")
 
 
-def _pki(d: Path) -> None:
-    """CA, API server serving cert (loopback + in-cluster names), admin client cert, service-account key."""
+def wait_daemon(what: str, ok, timeout: float, proc: subprocess.Popen, log_tail, interval: float = 0.3) -> None:
+    """Poll ``ok()`` until true; fail early, with the daemon's log, when the daemon ``proc`` that should make it
+    true exits (a start-up error), or after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what}: the daemon exited ({proc.returncode}):\n{log_tail()}")
+        if ok():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not ready after {timeout}s:\n{log_tail()}")
+
+
+def _pki(d: Path, address: str = "127.0.0.1") -> None:
+    """CA, API server serving cert (loopback, ``address`` + in-cluster names), admin client cert, service-account
+    key."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
@@ -79,7 +93,7 @@ def _pki(d: Path) -> None:
     names = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
              "kubernetes.default.svc.cluster.local"]
     sans = [x509.DNSName(n) for n in names] + [x509.IPAddress(ipaddress.ip_address(ip))
-                                              for ip in ("127.0.0.1", "10.96.0.1")]
+                                              for ip in sorted({"127.0.0.1", address, "10.96.0.1"})]
     pem(cert(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]), server_key, ca_name, ca_key,
              sans=sans), "apiserver.crt")
     write_key(server_key, "apiserver.key")
@@ -98,6 +112,12 @@ def _pki(d: Path) -> None:
 class Cluster:
     root: Path
     api_port: int = field(default_factory=free_port)
+    #: Where the API server listens and what it advertises as the ``kubernetes`` Service's endpoint (real pods
+    #: need an address they can route to: tests/realnode.py gives its bridge's).
+    address: str = "127.0.0.1"
+    #: KWOK's fake nodes; none where real nodes run the pods (a pod without a nodeSelector, a chart hook say,
+    #: would otherwise "succeed" on a fake node without running).
+    fake_nodes: tuple[str, ...] = GPU_NODES + CPU_NODES
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     @property
@@ -106,7 +126,7 @@ class Cluster:
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.api_port}"
+        return f"https://{self.address}:{self.api_port}"
 
     def env(self) -> dict[str, str]:
         """What a user's shell has: KUBECONFIG pointing at the cluster (helm, kubectl, ssrl all read it)."""
@@ -131,19 +151,12 @@ class Cluster:
         return "\n".join(path.read_text(errors="replace").splitlines()[-n:]) if path.exists() else ""
 
     def _wait(self, what: str, ok, timeout: float, proc: str) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.procs[proc].poll() is not None:
-                raise RuntimeError(f"{proc} exited ({self.procs[proc].returncode}):\n{self.log_tail(proc)}")
-            if ok():
-                return
-            time.sleep(0.5)
-        raise TimeoutError(f"{what} not ready after {timeout}s:\n{self.log_tail(proc)}")
+        wait_daemon(what, ok, timeout, self.procs[proc], lambda: self.log_tail(proc))
 
     def start(self) -> None:
         bins = {name: str(tool(name)) for name in KUBE_TOOLS}
         pki = self.root / "pki"
-        _pki(pki)
+        _pki(pki, self.address)
         self.kubeconfig.write_text(f"""apiVersion: v1
 kind: Config
 clusters:
@@ -165,7 +178,8 @@ current-context: ssrl-test
                              f"default=http://127.0.0.1:{peer_port}", "--unsafe-no-fsync", "--log-level", "warn"])
         self._spawn("kube-apiserver", [
             bins["kube-apiserver"], f"--etcd-servers=http://127.0.0.1:{etcd_port}", f"--secure-port={self.api_port}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--cert-dir={self.root / 'apiserver'}",
+            f"--bind-address={self.address}", f"--advertise-address={self.address}",
+            f"--cert-dir={self.root / 'apiserver'}",
             f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
             f"--client-ca-file={pki / 'ca.crt'}", f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
@@ -210,25 +224,27 @@ current-context: ssrl-test
             f"--metrics-bind-address=127.0.0.1:{free_port()}",
             f"--health-probe-bind-address=127.0.0.1:{free_port()}", f"--webhook-server-port={free_port()}",
             f"--kubeconfig={self.kubeconfig}"], env={"MY_POD_NAMESPACE": "kubeflow"})
-        # KWOK also plays the kubelets' API: every container's log is LOG_LINES (CRI format), served over TLS on
-        # 127.0.0.1, where the API server's `pods/log` proxy reaches it.
-        (self.root / "pod.log").write_text("".join(f"2026-01-01T00:00:0{i}.000000000Z stdout F {line}\n"
-                                                   for i, line in enumerate(LOG_LINES)))
-        (self.root / "logs.yaml").write_text("apiVersion: kwok.x-k8s.io/v1alpha1\nkind: ClusterLogs\n"
-                                             "metadata: {name: every-pod}\nspec:\n  selector: {}\n"
-                                             f"  logs:\n  - logsFile: {self.root / 'pod.log'}\n")
-        kubelet_port = free_port()
-        self._spawn("kwok", [bins["kwok"], f"--kubeconfig={self.kubeconfig}", "--config", str(POD_STAGES),
-                             "--config", str(self.root / "logs.yaml"), "--manage-all-nodes=false",
-                             "--manage-nodes-with-label-selector=type=kwok", "--cidr=10.0.0.1/16",
-                             "--node-ip=127.0.0.1", f"--node-port={kubelet_port}",
-                             f"--server-address=127.0.0.1:{kubelet_port}", f"--tls-cert-file={pki / 'apiserver.crt'}",
-                             f"--tls-private-key-file={pki / 'apiserver.key'}"])
-        for name in GPU_NODES + CPU_NODES:
-            self.kubectl("apply", "-f", "-", input=_node(name, gpus=0 if name in CPU_NODES else 8))
-        for i in range(8):  # pre-provisioned volumes for StatefulSets' claims (no provisioner runs here)
-            self.kubectl("apply", "-f", "-", input=_volume(f"pv-{i}"))
-        self._wait("fake GPU nodes", self._nodes_ready, 60, "kwok")
+        if self.fake_nodes:
+            # KWOK also plays the kubelets' API: every container's log is LOG_LINES (CRI format), served over TLS on
+            # 127.0.0.1, where the API server's `pods/log` proxy reaches it.
+            (self.root / "pod.log").write_text("".join(f"2026-01-01T00:00:0{i}.000000000Z stdout F {line}\n"
+                                                       for i, line in enumerate(LOG_LINES)))
+            (self.root / "logs.yaml").write_text("apiVersion: kwok.x-k8s.io/v1alpha1\nkind: ClusterLogs\n"
+                                                 "metadata: {name: every-pod}\nspec:\n  selector: {}\n"
+                                                 f"  logs:\n  - logsFile: {self.root / 'pod.log'}\n")
+            kubelet_port = free_port()
+            self._spawn("kwok", [bins["kwok"], f"--kubeconfig={self.kubeconfig}", "--config", str(POD_STAGES),
+                                 "--config", str(self.root / "logs.yaml"), "--manage-all-nodes=false",
+                                 "--manage-nodes-with-label-selector=type=kwok", "--cidr=10.0.0.1/16",
+                                 "--node-ip=127.0.0.1", f"--node-port={kubelet_port}",
+                                 f"--server-address=127.0.0.1:{kubelet_port}",
+                                 f"--tls-cert-file={pki / 'apiserver.crt'}",
+                                 f"--tls-private-key-file={pki / 'apiserver.key'}"])
+            for name in self.fake_nodes:
+                self.kubectl("apply", "-f", "-", input=_node(name, gpus=0 if name in CPU_NODES else 8))
+            for i in range(8):  # pre-provisioned volumes for StatefulSets' claims (no provisioner runs here)
+                self.kubectl("apply", "-f", "-", input=_volume(f"pv-{i}"))
+            self._wait("fake GPU nodes", self._nodes_ready, 60, "kwok")
         self._wait("default service account", lambda: self.kubectl(
             "get", "serviceaccount", "default", check=False).returncode == 0, 60, "kube-controller-manager")
 
@@ -243,7 +259,7 @@ current-context: ssrl-test
     def _nodes_ready(self) -> bool:
         r = self.kubectl("get", "nodes", "-o", "jsonpath={.items[*].status.conditions[?(@.type=='Ready')].status}",
                          check=False)
-        return r.returncode == 0 and r.stdout.split() == ["True"] * len(GPU_NODES + CPU_NODES)
+        return r.returncode == 0 and r.stdout.split() == ["True"] * len(self.fake_nodes)
 
     def stop(self) -> None:
         for name in reversed(list(self.procs)):

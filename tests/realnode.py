@@ -3,11 +3,12 @@ registers with the control plane of tests/kube.py, so pods run the project's rea
 
 Needs root, Debian's ``containerd``, ``runc``, ``containernetworking-plugins`` and ``iptables``, cgroup v1 or v2
 mounted under /sys/fs/cgroup, and ``scripts/tools.sh realnode`` (kubelet, kube-proxy) and
-``scripts/realnode/images.sh`` (pause, base and generator images as OCI archives).
+``scripts/realnode/images.sh`` (pause, base, init, generator and trainer images).
 
 Everything stays on loopback and on addresses this module creates: the bridge ``ssrlrn0`` with the gateway
 address ``GATEWAY`` is made before the kubelet starts and is the node's InternalIP (the kubelet refuses
-loopback), the kubelet serves on it, and servers the pods talk to (the test's MinIO) listen on it. The CNI
+loopback), the kubelet serves on it, and servers the pods talk to (the API server, the test's MinIO) listen on
+it. The CNI
 bridge has no IP masquerade and the pods no default route, only routes to their subnet and to the Service
 range (via the gateway, where kube-proxy's iptables rules translate ClusterIPs). kube-proxy and CoreDNS run as
 host daemons (CoreDNS on the gateway address, the kubelet's clusterDNS, serving the cluster domain only).
@@ -36,7 +37,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.kube import Cluster
+from tests.kube import Cluster, wait_daemon
 from tests.servers import ACCESS_KEY, ROOT, SECRET_KEY, S3Server, free_port, tool
 
 NODE = "ssrl-real-0"
@@ -49,6 +50,10 @@ CNI_NETWORK = "ssrl-realnode"
 CGROUP = "ssrl-realnode"
 PAUSE_IMAGE = "localhost/ssrl-pause:1"
 GENERATOR_IMAGE = "localhost/ssrl-generator:realnode"
+TRAINER_IMAGE = "localhost/ssrl-trainer:realnode"
+#: The training operator's init container for Worker pods (waits for the Master's name); its default is
+#: alpine:3.10 from Docker Hub, which no air-gapped node pulls (scripts/realnode/images.sh init).
+INIT_IMAGE = "localhost/ssrl-init:1"
 #: The kubelet sets these when protectKernelDefaults is false (its default); restored at stop.
 SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops")
 #: Every iptables chain the kubelet and kube-proxy make starts with this (nothing else on the host uses it).
@@ -74,12 +79,13 @@ def missing() -> list[str]:
     return gaps
 
 
-def images(which: str = "all") -> list[Path]:
-    """The OCI archives scripts/realnode/images.sh builds (cached; rebuilt only when missing or sources changed)."""
-    r = subprocess.run([str(IMAGES), which], capture_output=True, text=True, timeout=1800)
+def images(which: str = "all") -> list[str]:
+    """What scripts/realnode/images.sh builds (cached; rebuilt only when missing or sources changed): OCI archive
+    paths, or ``podman:<ref>`` for an image too large to write out (the trainer), streamed at import."""
+    r = subprocess.run([str(IMAGES), which], capture_output=True, text=True, timeout=3600)
     if r.returncode:
         raise RuntimeError(f"{IMAGES} {which} failed:\n{r.stderr[-4000:]}")
-    return [Path(line) for line in r.stdout.split()]
+    return r.stdout.split()
 
 
 def _sh(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
@@ -90,14 +96,21 @@ def _sh(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
 
 
 class RealCluster(Cluster):
-    """The control plane of tests/kube.py, with the API server given a client certificate for kubelets (so
-    ``kubectl logs/exec`` reach a real kubelet, which authenticates its callers)."""
+    """The control plane of tests/kube.py on the bridge's gateway address (pods reach the ``kubernetes`` Service's
+    ClusterIP, which kube-proxy translates to it; :meth:`RealNode.prepare` makes the bridge first), with the API
+    server given a client certificate for kubelets (so ``kubectl logs/exec`` reach a real kubelet, which
+    authenticates its callers). No KWOK nodes: every pod runs for real."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root, address=GATEWAY, fake_nodes=())
 
     def _spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> None:
         if name == "kube-apiserver":
             pki = self.root / "pki"
             cmd = [*cmd, f"--kubelet-client-certificate={pki / 'admin.crt'}",
                    f"--kubelet-client-key={pki / 'admin.key'}"]
+        if name == "training-operator":
+            cmd = [*cmd, f"--pytorch-init-container-image={INIT_IMAGE}"]
         super()._spawn(name, cmd, env)
 
 
@@ -171,6 +184,7 @@ class RealNode:
     sysctls: dict[str, str] = field(default_factory=dict)
     made_dirs: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    prepared: bool = False
 
     @property
     def sock(self) -> Path:
@@ -188,14 +202,7 @@ class RealNode:
         (self.root / "pids" / name).write_text(str(self.procs[name].pid))
 
     def _wait(self, what: str, ok, timeout: float, proc: str) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.procs[proc].poll() is not None:
-                raise RuntimeError(f"{proc} exited ({self.procs[proc].returncode}):\n{self.log_tail(proc)}")
-            if ok():
-                return
-            time.sleep(0.3)
-        raise TimeoutError(f"{what} not ready after {timeout}s:\n{self.log_tail(proc)}")
+        wait_daemon(what, ok, timeout, self.procs[proc], lambda: self.log_tail(proc))
 
     def ctr(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         r = subprocess.run(["ctr", "-a", str(self.sock), "-n", "k8s.io", *args], capture_output=True, text=True,
@@ -206,9 +213,11 @@ class RealNode:
 
     # -- start ---------------------------------------------------------------------------------------------------
 
-    def start(self, archives: list[Path]) -> None:
-        """containerd (images imported from ``archives``, the pause image first), CNI, kubelet; node Ready."""
+    def prepare(self) -> None:
+        """What the host needs before the control plane starts: a killed run's leftovers gone, this run's state
+        file, the bridge with the gateway address (the API server listens on it) and the kubelet's cgroups."""
         cleanup_leftovers()
+        self.prepared = True
         self.root.mkdir(parents=True, exist_ok=True)
         STATE.parent.mkdir(parents=True, exist_ok=True)
         self.sysctls = {k: Path("/proc/sys", k).read_text().strip() for k in SYSCTLS}
@@ -222,6 +231,11 @@ class RealNode:
             if d.parent.name == "cpuset":  # a new cpuset is empty until given its parent's cpus and mems
                 for f in ("cpuset.cpus", "cpuset.mems"):
                     (d / f).write_text((d.parent / f).read_text())
+
+    def start(self, archives: list[str]) -> None:
+        """containerd (images imported from ``archives``, the pause image first), CNI, kubelet; node Ready."""
+        if not self.prepared:
+            self.prepare()
         self._containerd(archives)
         self._kubelet()
 
@@ -229,7 +243,7 @@ class RealNode:
         STATE.write_text(json.dumps({"root": str(self.root), "sysctls": self.sysctls, "made_dirs": self.made_dirs,
                                      "pid": os.getpid(), "pid_start": _start_time(os.getpid())}))
 
-    def _containerd(self, archives: list[Path]) -> None:
+    def _containerd(self, archives: list[str]) -> None:
         c = self.root / "ctrd"
         (self.root / "cni" / "net.d").mkdir(parents=True, exist_ok=True)
         (self.root / "cni" / "net.d" / "10-ssrl.conflist").write_text(json.dumps({
@@ -280,7 +294,15 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         self.timings["containerd up"] = time.monotonic() - t0
         t0 = time.monotonic()
         for archive in archives:
-            self.ctr("images", "import", str(archive))
+            if archive.startswith("podman:"):  # streamed from podman's storage, never written out whole
+                save = subprocess.Popen([str(IMAGES), "save", archive.removeprefix("podman:")], stdout=subprocess.PIPE)
+                r = subprocess.run(["ctr", "-a", str(self.sock), "-n", "k8s.io", "images", "import", "-"],
+                                   stdin=save.stdout, capture_output=True, text=True, timeout=1800)
+                save.stdout.close()
+                if save.wait(60) or r.returncode:
+                    raise RuntimeError(f"importing {archive}: {r.stderr.strip()}")
+            else:
+                self.ctr("images", "import", archive)
         self.timings["images imported"] = time.monotonic() - t0
 
     def _kubelet(self) -> None:
@@ -350,9 +372,9 @@ clusterDomain: cluster.local
     def _services(self) -> None:
         """kube-proxy (iptables mode) and CoreDNS as host daemons: ClusterIPs and Service names work in pods.
 
-        CoreDNS runs on the host, listening on the gateway address (the kubelet's clusterDNS), because the API
-        server of tests/kube.py listens on loopback only, which pods cannot reach; it serves the cluster domain
-        only (no ``forward``: pods resolve nothing outside the cluster)."""
+        CoreDNS runs on the host, listening on the gateway address (the kubelet's clusterDNS): no cluster DNS
+        image is built here; it serves the cluster domain only (no ``forward``: pods resolve nothing outside the
+        cluster)."""
         kubeconfig = self.cluster.kubeconfig
         health_port = free_port()
         (self.root / "kube-proxy.yaml").write_text(f"""apiVersion: kubeproxy.config.k8s.io/v1alpha1
@@ -522,6 +544,14 @@ def cleanup(root: Path, sysctls: dict[str, str], made_dirs: list[str]) -> list[s
             for chain in chains:
                 if _sh(iptables, "-t", table, "-X", chain).returncode:
                     errors.append(f"{iptables} -t {table} chain {chain}")
+    # Whatever still runs in the pods' cgroups (a container whose shim died first): killed, so the cgroups go.
+    for d in _cgroup_dirs():
+        for procs in d.rglob("cgroup.procs") if d.is_dir() else []:
+            with contextlib.suppress(OSError, ValueError):
+                for pid in procs.read_text().split():
+                    os.kill(int(pid), signal.SIGKILL)
+    if any(d.is_dir() for d in _cgroup_dirs()):
+        time.sleep(0.5)
     for d in _cgroup_dirs():
         if d.is_dir():
             for sub in sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):

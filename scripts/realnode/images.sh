@@ -7,8 +7,15 @@
 #   scripts/realnode/images.sh base        localhost/ssrl-base:bookworm (debootstrap minbase + python3, venv)
 #   scripts/realnode/images.sh generator   localhost/ssrl-generator:realnode (docker/generator.Dockerfile
 #                                          with BASE_IMAGE=the base above; everything after FROM unchanged)
+#   scripts/realnode/images.sh init        localhost/ssrl-init:1 (the base + an nslookup over getent: the
+#                                          training operator's init container for Worker pods, not alpine:3.10)
+#   scripts/realnode/images.sh trainer     localhost/ssrl-trainer:realnode (docker/trainer.Dockerfile with
+#                                          CUDA_IMAGE=the base above and CPU_BASE=1; multi-GB, so it stays in
+#                                          podman's storage, no archive: prints podman:<ref> instead of a path)
+#   scripts/realnode/images.sh save REF    writes REF from podman's storage to stdout (a Docker archive:
+#                                          podman cannot stream an OCI one), for `ctr images import -`
 #   scripts/realnode/images.sh all
-# Prints each archive's path. Needs root, podman, debootstrap, gcc (apt-get install podman buildah debootstrap gcc).
+# Prints each archive's path (podman:<ref> for the trainer). Needs root, podman, debootstrap, gcc (apt-get install podman buildah debootstrap gcc).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 CACHE=${SSRL_REALNODE_CACHE:-$HOME/.cache/ssrl-realnode}
@@ -76,15 +83,61 @@ generator() {
     pm build --network host --build-arg "BASE_IMAGE=localhost/ssrl-base:$SUITE" -f "$root/docker/generator.Dockerfile" \
       -t localhost/ssrl-generator:realnode "$root" >&2
     rm -f "$CACHE"/generator-*.oci.tar
+    pm image prune -f >/dev/null  # the previous build's now untagged layers
     pm save --format oci-archive -o "$out.tmp" localhost/ssrl-generator:realnode >&2 && mv "$out.tmp" "$out"
   fi
   echo "$out"
+}
+
+# The operator's `init-pytorch` container (Workers wait for the Master's DNS name) runs sh, seq and nslookup; its
+# default image, alpine:3.10, comes from Docker Hub. Air-gapped clusters set the operator's
+# --pytorch-init-container-image to a mirror; the tier gives it the base with an `nslookup` that asks the libc
+# resolver (getent), as the pods' own processes resolve (Debian's busybox nslookup reported NXDOMAIN for a
+# headless Service name that getent, Python and CoreDNS itself resolved).
+init() {
+  base >/dev/null
+  pm image exists "localhost/ssrl-base:$SUITE" || pm load -i "$CACHE/base-$SUITE.oci.tar" >&2
+  local out=$CACHE/init-getent.oci.tar
+  if [ ! -s "$out" ]; then
+    local ctx; ctx=$(mktemp -d)
+    printf '#!/bin/sh\n# nslookup NAME: exit 0 when the libc resolver finds NAME (search domains included)\nexec getent hosts "$1"\n' \
+      >"$ctx/nslookup"
+    chmod 755 "$ctx/nslookup"
+    printf 'FROM localhost/ssrl-base:%s\nCOPY nslookup /usr/local/bin/nslookup\n' "$SUITE" \
+      | pm build -t localhost/ssrl-init:1 -f - "$ctx" >&2
+    rm -rf "$ctx"
+    pm save --format oci-archive -o "$out.tmp" localhost/ssrl-init:1 >&2 && mv "$out.tmp" "$out"
+  fi
+  echo "$out"
+}
+
+# The trainer: torch's CUDA wheels make it ~7 GB, so it is not written out as an archive (the tier streams it into
+# containerd with `save`). podman's layer cache keeps the dependency stage: a source edit rebuilds the wheel layer.
+trainer() {
+  base >/dev/null
+  pm image exists "localhost/ssrl-base:$SUITE" || pm load -i "$CACHE/base-$SUITE.oci.tar" >&2
+  local sum stamp=$CACHE/trainer.sum
+  sum=$(cd "$root" && cat docker/trainer.Dockerfile docker/trainer-constraints.txt pyproject.toml README.md \
+        $(find ssrl -type f -name '*.py' | sort) | sha256sum | cut -c1-12)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$sum" ] || ! pm image exists localhost/ssrl-trainer:realnode; then
+    local args=(--network host --build-arg "CUDA_IMAGE=localhost/ssrl-base:$SUITE" --build-arg CPU_BASE=1
+                -f "$root/docker/trainer.Dockerfile")
+    # The dependency stage tagged on its own, so pruning the previous build's leftovers never drops it.
+    pm build "${args[@]}" --target deps -t localhost/ssrl-trainer-deps:realnode "$root" >&2
+    pm build "${args[@]}" -t localhost/ssrl-trainer:realnode "$root" >&2
+    pm image prune -f >/dev/null  # the previous build's now untagged layers
+    echo "$sum" >"$stamp"
+  fi
+  echo podman:localhost/ssrl-trainer:realnode
 }
 
 case "${1:-all}" in
   pause) pause ;;
   base) base ;;
   generator) generator ;;
-  all) pause; base; generator ;;
-  *) echo "usage: $0 [pause|base|generator|all]" >&2; exit 2 ;;
+  trainer) trainer ;;
+  init) init ;;
+  save) pm save --format docker-archive "$2" ;;
+  all) pause; base; generator; init; trainer ;;
+  *) echo "usage: $0 [pause|base|generator|init|trainer|all|save REF]" >&2; exit 2 ;;
 esac

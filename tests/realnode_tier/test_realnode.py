@@ -1,7 +1,8 @@
-"""Real pods (issue 11, first part): the project's generator image, built from docker/generator.Dockerfile on a
-local Debian base, runs on a real kubelet + containerd node (tests/realnode.py) registered with the control
-plane of tests/kube.py, and the generator's Indexed Job commits its shards and manifest to a MinIO the pods
-reach over the CNI bridge.
+"""Real pods (issue 11): the project's generator and trainer images, built from docker/ on a local Debian base, run
+on a real kubelet + containerd node (tests/realnode.py) registered with the control plane of tests/kube.py,
+through the user's path: the generator's Indexed Job, Master + Worker training that loses its Worker and
+resumes when resubmitted, and the Helm chart's install, test, upgrade, eval and uninstall, against a MinIO the
+pods reach by Service name over the CNI bridge.
 
 Opt-in: ``make test-realnode`` (``pytest -p no:xdist -m realnode tests/realnode_tier``); root needed.
 """
@@ -9,6 +10,7 @@ Opt-in: ``make test-realnode`` (``pytest -p no:xdist -m realnode tests/realnode_
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -21,6 +23,7 @@ from tests.realnode import (
     GATEWAY,
     GENERATOR_IMAGE,
     NODE,
+    TRAINER_IMAGE,
     BridgeMinio,
     RealCluster,
     RealNode,
@@ -41,13 +44,14 @@ def tier(tmp_path_factory: pytest.TempPathFactory):
         pytest.skip("real-node tier needs: " + ", ".join(gaps))
     cleanup_leftovers()  # a killed earlier run: its daemons, bridge, chains, cgroups, mounts (tests/realnode.py)
     t0 = time.monotonic()
-    archives = images("pause") + images("generator")
+    archives = images("pause") + images("generator") + images("init") + images("trainer")
     TIMINGS["images"] = time.monotonic() - t0
     tmp = tmp_path_factory.mktemp("realnode")
     cluster = RealCluster(tmp / "cluster")
     node = RealNode(cluster, tmp / "node")
     minio = BridgeMinio("minio", tool("minio"), tmp / "minio")
     try:
+        node.prepare()  # the bridge first: the API server listens on its gateway address, where pods reach it
         t0 = time.monotonic()
         cluster.start()
         TIMINGS["control plane"] = time.monotonic() - t0
@@ -74,6 +78,37 @@ def tier(tmp_path_factory: pytest.TempPathFactory):
 
 def get(cluster, *args: str) -> dict:
     return json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
+
+
+def ssrl_cli(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """The CLI as a user runs it from outside the cluster (host venv, KUBECONFIG and store credentials)."""
+    r = subprocess.run([sys.executable, "-m", "ssrl", *args], capture_output=True, text=True, env=env,
+                       timeout=timeout, cwd=ROOT)
+    assert r.returncode == 0, f"ssrl {' '.join(args)}:\n{r.stdout}\n{r.stderr}"
+    return r
+
+
+def store_for_pods(cluster, ns: str, minio) -> None:
+    """The namespace's store credentials Secret, and the store by Service name as the chart gives it to pods
+    (http://<release>-minio:9000): a Service without selector whose EndpointSlice is the test's MinIO on the
+    gateway address (CoreDNS + kube-proxy)."""
+    cluster.kubectl("create", "namespace", ns)
+    cluster.kubectl("create", "secret", "generic", "ssrl-store", "-n", ns,
+                    f"--from-literal=AWS_ACCESS_KEY_ID={ACCESS_KEY}",
+                    f"--from-literal=AWS_SECRET_ACCESS_KEY={SECRET_KEY}")
+    cluster.kubectl("apply", "-n", ns, "-f", "-", input=f"""apiVersion: v1
+kind: Service
+metadata: {{name: minio}}
+spec:
+  ports: [{{name: s3, port: 9000}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: minio-test, labels: {{kubernetes.io/service-name: minio}}}}
+addressType: IPv4
+endpoints: [{{addresses: ["{GATEWAY}"]}}]
+ports: [{{name: s3, port: {minio.port}, protocol: TCP}}]
+""")
 
 
 def describe(cluster, ns: str) -> str:
@@ -125,34 +160,13 @@ def test_generator_indexed_job_commits_shards_and_manifest(tier, tmp_path: Path)
     env = {**cluster.env(), **minio.env()}
 
     def ssrl(*args: str) -> subprocess.CompletedProcess[str]:
-        r = subprocess.run([sys.executable, "-m", "ssrl", *args], capture_output=True, text=True, env=env,
-                           timeout=300, cwd=ROOT)
-        assert r.returncode == 0, f"ssrl {' '.join(args)}:\n{r.stdout}\n{r.stderr}"
-        return r
+        return ssrl_cli(env, *args)
 
     # Sources go into MinIO from outside the cluster, as the README tells users.
     ssrl("synth", str(tmp_path / "synth"), "--count", "6", "--seed", "0")
     ssrl("store", "upload", str(tmp_path / "synth"), "s3://ssrl/sources/synth")
     ns = "gen"
-    cluster.kubectl("create", "namespace", ns)
-    cluster.kubectl("create", "secret", "generic", "ssrl-store", "-n", ns,
-                    f"--from-literal=AWS_ACCESS_KEY_ID={ACCESS_KEY}",
-                    f"--from-literal=AWS_SECRET_ACCESS_KEY={SECRET_KEY}")
-    # The store by Service name, as the chart gives it to pods (http://<release>-minio:9000): a Service without
-    # selector whose EndpointSlice is the test's MinIO on the gateway address (CoreDNS + kube-proxy).
-    cluster.kubectl("apply", "-n", ns, "-f", "-", input=f"""apiVersion: v1
-kind: Service
-metadata: {{name: minio}}
-spec:
-  ports: [{{name: s3, port: 9000}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: minio-test, labels: {{kubernetes.io/service-name: minio}}}}
-addressType: IPv4
-endpoints: [{{addresses: ["{GATEWAY}"]}}]
-ports: [{{name: s3, port: {minio.port}, protocol: TCP}}]
-""")
+    store_for_pods(cluster, ns, minio)
     t0 = time.monotonic()
     ssrl("submit", "generate", "--name", "corpus", "-n", ns, "--kind", "job", "--set", "generate.shards=2",
          "--image", GENERATOR_IMAGE, "--set", "image_pull_policy=Never", "--set", "store_endpoint=http://minio:9000",
@@ -249,3 +263,239 @@ spec:
     logs = cluster.kubectl("logs", "-n", ns, "client").stdout
     assert phase == "Succeeded", logs
     assert logs.strip().splitlines()[-1] == f"{cluster_ip} 200", logs
+
+
+#: The tiny model's settings that keep a CPU step short (tests/test_multinode.py's FAST, paper reward kept).
+TRAIN_ARGS = ["--max-steps", "6", "--deepspeed", "zero2", "--set", "save_steps=1", "--set", "keep_checkpoints=2",
+              "--set", "max_completion_length=12", "--set", "min_pixels=3136", "--set", "max_pixels=12544",
+              "--set", "per_device_train_batch_size=4", "--set", "num_generations=2", "--set", "report_to=[]",
+              "--set", "max_samples=64"]
+
+
+def test_trainer_pytorchjob_lost_worker_then_resume(tier, tmp_path: Path) -> None:
+    """`ssrl submit train --dry-run | kubectl create -f -`: the trainer image's Master and Worker pods (one process
+    each, ZeRO-2 on gloo, rendezvous through the Master's Service) train from a base model and dataset put into
+    the store from outside. After the first committed step the Worker pod is deleted: the Master fails at once,
+    the job fails and no trainer pod is left running (restartPolicy ExitCode, cleanPodPolicy Running); the same
+    YAML applied again resumes from the store on empty disks and finishes at its last step. Each pod uploads its
+    own optimizer shard, rank 0 writes its progress through the API server (ServiceAccount token, the README's
+    Role), `ssrl jobs status` reads it, and `ssrl ckpt pull --weights-only` from outside fetches a model
+    `from_pretrained` loads."""
+    from ssrl.store import open_store
+    from ssrl.store.checkpoints import latest_step
+
+    cluster, node, minio = tier
+    env = {**cluster.env(), **minio.env()}
+    ssrl_cli(env, "tiny-model", str(tmp_path / "tiny"))
+    ssrl_cli(env, "model", "push", str(tmp_path / "tiny"), "s3://ssrl/models/base")
+    ssrl_cli(env, "synth", str(tmp_path / "synth"), "--count", "8", "--seed", "3")
+    ssrl_cli(env, "generate", "-i", str(tmp_path / "synth"), "-o", "s3://ssrl/tasks/train")
+    ns, job = "train", "t1-train"
+    store_for_pods(cluster, ns, minio)
+    # The README's least privilege for `ssrl submit train --set service_account=…`: get/patch its progress only.
+    cluster.kubectl("create", "serviceaccount", "trainer", "-n", ns)
+    cluster.kubectl("create", "role", "progress", "-n", ns, "--verb=get,patch", "--resource=configmaps",
+                    f"--resource-name={job}-progress")
+    cluster.kubectl("create", "rolebinding", "progress", "-n", ns, "--role=progress", f"--serviceaccount={ns}:trainer")
+    manifest = ssrl_cli(
+        env, "submit", "train", "--dry-run", "--name", "t1", "-n", ns, "--image", TRAINER_IMAGE,
+        "--set", "image_pull_policy=Never", "--set", "store_endpoint=http://minio:9000",
+        "--set", "service_account=trainer", "--workers", "1", "--gpus-per-node", "1", "--nproc-per-node", "1",
+        "--model", "s3://ssrl/models/base", "--dataset", "s3://ssrl/tasks/train", "-o", "s3://ssrl/runs/t1",
+        "--node-selector", f"kubernetes.io/hostname={NODE}", "--set", "train.scratch_size=4Gi",
+        "--set", "train.shm_size=512Mi", "--env", "OMP_NUM_THREADS=1",
+        "--set", 'train.resources={requests: {cpu: 100m, memory: 1Gi}, limits: {cpu: "2", memory: 6Gi}}',
+        "--set", "train.extra_args=" + json.dumps(TRAIN_ARGS)).stdout
+    t0 = time.monotonic()
+    cluster.kubectl("create", "-f", "-", input=manifest)
+
+    def pods() -> dict[str, dict]:
+        items = get(cluster, "pods", "-n", ns, "-l", f"training.kubeflow.org/job-name={job}")["items"]
+        return {p["metadata"]["labels"]["training.kubeflow.org/replica-type"]: p for p in items}
+
+    def failed_or(ok):
+        conds = {c["type"]: c["status"] for c in get(cluster, "pytorchjob", job, "-n", ns).get("status", {}).get(
+            "conditions", [])}
+        if conds.get("Failed") == "True":
+            raise AssertionError(f"PyTorchJob failed:\n{describe(cluster, ns)}\n{logs(cluster, ns)}")
+        return ok(conds)
+
+    def diagnose() -> str:
+        return describe(cluster, ns) + logs(cluster, ns) + node.log_tail("kubelet")
+
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in minio.env().items():
+            mp.setenv(k, v)
+        run = open_store("s3://ssrl/runs/t1")
+        # Fault: the Worker pod is lost (deleted at once, as a node loss) after the first committed step.
+        cut = wait_for("a committed step", lambda: failed_or(lambda _: latest_step(run)), 900, diagnose=diagnose)
+        TIMINGS["trainer: first commit"] = time.monotonic() - t0
+        cluster.kubectl("delete", "pod", "-n", ns, f"{job}-worker-0", "--grace-period=0", "--force")
+        lost = time.monotonic()
+        # The Master's gloo connection to it breaks, its torchrun exits 1, the job fails and the operator removes
+        # what still runs: no rank is left waiting for its peer (on GPUs: holding them in NCCL).
+        wait_for("the job Failed", lambda: {c["type"]: c["status"] for c in get(
+            cluster, "pytorchjob", job, "-n", ns).get("status", {}).get("conditions", [])}.get("Failed") == "True",
+            300, diagnose=diagnose)
+        wait_for("no trainer pod running", lambda: not [p for p in pods().values()
+                                                        if p["status"].get("phase") in ("Pending", "Running")],
+                 120, diagnose=diagnose)
+        TIMINGS["trainer: worker lost to job failed, pods gone"] = time.monotonic() - lost
+        # Resubmitted as the README says (the same YAML, `kubectl apply`): resumes from the store.
+        cluster.kubectl("delete", "pytorchjob", job, "-n", ns)
+        t1 = time.monotonic()
+        cluster.kubectl("apply", "-f", "-", input=manifest)
+        wait_for("the resubmitted PyTorchJob Succeeded", lambda: failed_or(lambda c: c.get("Succeeded") == "True"),
+                 1200, diagnose=diagnose)
+        TIMINGS["trainer: resubmitted job"] = time.monotonic() - t1
+        assert latest_step(run) == 6
+        files = json.loads(run.read_bytes("step-6/_COMMIT.json"))["files"]
+        metrics = run.read_bytes("metrics.jsonl").decode()
+    # (A Worker still running when the Master finishes is removed by cleanPodPolicy Running.)
+    assert {p["spec"]["nodeName"] for p in pods().values()} == {NODE}
+    # The new pods started on empty disks and resumed at a step committed before the loss (or a later one
+    # committed before the Master noticed), with every rank's optimizer state from the store.
+    master_log = cluster.kubectl("logs", "-n", ns, f"{job}-master-0").stdout
+    resumed = [int(line.rsplit("resumed from committed step ", 1)[1].split()[0])
+               for line in master_log.splitlines() if "resumed from committed step " in line]
+    assert resumed and resumed[-1] >= cut, master_log[-4000:]
+    # Each pod wrote its own rank's optimizer shard on its own disk; both reached the store.
+    assert any("zero_pp_rank_0_" in f for f in files) and any("zero_pp_rank_1_" in f for f in files), files
+    steps = [json.loads(line)["step"] for line in metrics.splitlines() if line.strip()]
+    assert max(steps) == 6, metrics[-2000:]
+    status = json.loads(ssrl_cli(env, "jobs", "status", job, "-n", ns, "--json").stdout)
+    assert status["progress"]["step"] == 6 and status["progress"]["max_steps"] == 6, status
+    ssrl_cli(env, "ckpt", "pull", "s3://ssrl/runs/t1", str(tmp_path / "trained"), "--weights-only")
+    from transformers import AutoModelForImageTextToText
+
+    AutoModelForImageTextToText.from_pretrained(tmp_path / "trained")
+
+
+def logs(cluster, ns: str) -> str:
+    return "\n".join(f"--- {p['metadata']['name']}\n" + cluster.kubectl(
+        "logs", "-n", ns, p["metadata"]["name"], "--all-containers", check=False).stdout[-4000:]
+        for p in get(cluster, "pods", "-n", ns)["items"])
+
+
+def test_helm_release_on_real_pods(tier, tmp_path: Path) -> None:
+    """The README's deployment steps 2-6 with the chart, on real pods, against an external store (the test's
+    MinIO by Service name: the bundled MinIO's image is built from Go sources, which this tier does not build):
+    `helm install` with no jobs runs the bucket-init hook as a real container (it creates the bucket everything
+    after writes to) and `helm test`'s pod; sources, base model and held-out tasks go in from outside; `helm
+    upgrade` enabling generate and train starts both, the trainer waiting for the dataset's manifest, the
+    generator Indexed Job commits its shards and the chart's PyTorchJob trains and commits; `helm upgrade` with
+    a new trainer tag and eval enabled replaces the PyTorchJob (which resumes at its last step) and runs the
+    evaluation Job, whose report lands in the store; `helm uninstall` leaves no pod."""
+    from minio import Minio
+
+    cluster, node, minio = tier
+    env = {**cluster.env(), **minio.env()}
+    helm, ns, bucket = str(tool("helm")), "rel", "rel"
+
+    def run(*args: str, timeout: float = 900) -> str:
+        r = subprocess.run([helm, *args], capture_output=True, text=True, env=cluster.env(), timeout=timeout)
+        assert r.returncode == 0, f"helm {' '.join(args)}:\n{r.stdout}\n{r.stderr}\n{describe(cluster, ns)}"
+        return r.stdout
+
+    def succeeded(kind: str, name: str) -> bool:
+        obj = get(cluster, kind, name, "-n", ns)
+        conds = {c["type"]: c["status"] for c in obj.get("status", {}).get("conditions", [])}
+        if conds.get("Failed") == "True":
+            raise AssertionError(f"{kind} {name} failed:\n{describe(cluster, ns)}\n{logs(cluster, ns)}")
+        return conds.get("Succeeded") == "True" or conds.get("Complete") == "True"
+
+    def named(kind: str, component: str) -> list[str]:
+        return [o["metadata"]["name"] for o in get(cluster, kind, "-n", ns)["items"]
+                if o["metadata"]["labels"].get("app.kubernetes.io/component") == component]
+
+    store_for_pods(cluster, ns, minio)  # Secret ssrl-store (root credentials) and Service minio
+    node.ctr("images", "tag", TRAINER_IMAGE, TRAINER_IMAGE + "-b")  # the upgrade's "new" trainer tag
+    values = tmp_path / "values.yaml"
+    values.write_text(f"""images:
+  registry: localhost
+  generator: {{tag: realnode, pullPolicy: Never}}
+  trainer: {{tag: realnode, pullPolicy: Never}}
+store: {{bucket: {bucket}, endpoint: "http://minio:9000", existingSecret: ssrl-store}}
+minio: {{enabled: false}}
+bucketInit:
+  resources: {{requests: {{cpu: 50m, memory: 64Mi}}, limits: {{cpu: "1", memory: 512Mi}}}}
+generate:
+  enabled: false
+  shards: 2
+  scratchSize: 1Gi
+  resources: {{requests: {{cpu: 50m, memory: 256Mi}}, limits: {{cpu: "1", memory: 2Gi}}}}
+  nodeSelector: {{kubernetes.io/hostname: {NODE}}}
+train:
+  enabled: false
+  gpusPerNode: 1
+  scratchSize: 4Gi
+  shmSize: 512Mi
+  config: |
+    deepspeed: zero2
+    max_steps: 2
+    save_steps: 1
+    max_completion_length: 12
+    min_pixels: 3136
+    max_pixels: 12544
+    per_device_train_batch_size: 4
+    num_generations: 2
+    report_to: []
+    max_samples: 32
+  extraEnv: [{{name: OMP_NUM_THREADS, value: "1"}}]
+  resources: {{requests: {{cpu: 50m, memory: 1Gi}}, limits: {{cpu: "2", memory: 6Gi}}}}
+  nodeSelector: {{kubernetes.io/hostname: {NODE}}}
+eval:
+  gpus: 1
+  scratchSize: 2Gi
+  shmSize: 256Mi
+  extraArgs: ["--set", "min_pixels=3136", "--set", "max_pixels=12544", "--set", "max_new_tokens=16"]
+  extraEnv: [{{name: OMP_NUM_THREADS, value: "1"}}]
+  resources: {{requests: {{cpu: 50m, memory: 512Mi}}, limits: {{cpu: "2", memory: 4Gi}}}}
+  nodeSelector: {{kubernetes.io/hostname: {NODE}}}
+""")
+    # 2. The store first, no jobs: the post-install hook (a real pod) creates the bucket; nothing else does.
+    t0 = time.monotonic()
+    client = Minio(f"{GATEWAY}:{minio.port}", ACCESS_KEY, SECRET_KEY, secure=False)
+    assert not client.bucket_exists(bucket)
+    assert "STATUS: deployed" in run("install", "rel", str(ROOT / "helm" / "ssrl"), "-n", ns, "-f", str(values),
+                                     "--wait", "--timeout", "5m")
+    assert client.bucket_exists(bucket), "the bucket-init hook did not create the bucket"
+    test = run("test", "rel", "-n", ns, "--timeout", "5m")
+    assert re.search(r"^Phase:\s+Succeeded$", test, re.M), test
+    TIMINGS["helm: install + test"] = time.monotonic() - t0
+    # 3. Sources, base model and held-out tasks from outside.
+    ssrl_cli(env, "synth", str(tmp_path / "synth"), "--count", "6", "--seed", "5")
+    ssrl_cli(env, "store", "upload", str(tmp_path / "synth"), f"s3://{bucket}/sources/images")
+    ssrl_cli(env, "tiny-model", str(tmp_path / "tiny"))
+    ssrl_cli(env, "model", "push", str(tmp_path / "tiny"), f"s3://{bucket}/models/base")
+    ssrl_cli(env, "synth", str(tmp_path / "heldout"), "--count", "2", "--seed", "6")
+    ssrl_cli(env, "generate", "-i", str(tmp_path / "heldout"), "-o", f"s3://{bucket}/tasks/heldout")
+    # 4. Generate and train together; the trainer waits for the dataset's manifest.
+    t0 = time.monotonic()
+    run("upgrade", "rel", str(ROOT / "helm" / "ssrl"), "-n", ns, "--reuse-values", "--set", "generate.enabled=true",
+        "--set", "train.enabled=true", "--timeout", "5m")
+    [gen_job], [train_job] = named("jobs", "generate"), named("pytorchjobs", "train")
+    wait_for("the chart's PyTorchJob Succeeded", lambda: succeeded("pytorchjob", train_job), 1200,
+             diagnose=lambda: describe(cluster, ns) + logs(cluster, ns))
+    TIMINGS["helm: generate + train"] = time.monotonic() - t0
+    assert succeeded("job", gen_job)
+    master_log = cluster.kubectl("logs", "-n", ns, f"{train_job}-master-0").stdout
+    assert "trained to step 2" in master_log, master_log[-3000:]
+    # 6. A new trainer tag and eval: a new PyTorchJob (the old one is deleted) that resumes at step 2, and the eval.
+    t0 = time.monotonic()
+    run("upgrade", "rel", str(ROOT / "helm" / "ssrl"), "-n", ns, "--reuse-values", "--set",
+        "images.trainer.tag=realnode-b", "--set", "eval.enabled=true", "--timeout", "5m")
+    [eval_job], [train_b] = named("jobs", "eval"), named("pytorchjobs", "train")
+    assert train_b != train_job
+    wait_for("the eval Job and the new PyTorchJob done", lambda: succeeded("job", eval_job) and succeeded(
+        "pytorchjob", train_b), 900, diagnose=lambda: describe(cluster, ns) + logs(cluster, ns))
+    TIMINGS["helm: upgrade to evaluated"] = time.monotonic() - t0
+    pod = get(cluster, "pods", "-n", ns, "-l", f"job-name={eval_job}")["items"][0]
+    assert pod["spec"]["containers"][0]["image"] == TRAINER_IMAGE + "-b"
+    assert "resumed from committed step 2" in cluster.kubectl("logs", "-n", ns, f"{train_b}-master-0").stdout
+    report = ssrl_cli(env, "store", "ls", f"s3://{bucket}/evals/main").stdout
+    assert "results.md" in report, report
+    run("uninstall", "rel", "-n", ns, "--wait", "--timeout", "5m")
+    wait_for("no pod left running", lambda: not [
+        p for p in get(cluster, "pods", "-n", ns)["items"] if p["status"].get("phase") in ("Pending", "Running")],
+        120, diagnose=lambda: describe(cluster, ns))
