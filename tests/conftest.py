@@ -36,6 +36,8 @@ ALLOWED_SKIPS: dict[str, tuple[str, str]] = {
         "needs a CUDA GPU and vLLM", "GPU check; vLLM pins its own torch, so it is not in the CPU suite's venv"),
     "tests/test_vllm_kwargs.py::test_gpu_grpo_step_with_vllm_colocate": (
         "needs a CUDA GPU and vLLM", "GPU check; vLLM pins its own torch, so it is not in the CPU suite's venv"),
+    "tests/test_vllm_kwargs.py::test_gpu_validation_with_vllm_colocate_samples_at_paper_settings": (
+        "needs a CUDA GPU and vLLM", "GPU check; vLLM pins its own torch, so it is not in the CPU suite's venv"),
 }
 
 

@@ -525,6 +525,11 @@ def cleanup(root: Path, sysctls: dict[str, str], made_dirs: list[str]) -> list[s
             _sh("umount", "-l", m)
     else:
         errors.append(f"mounts under {root}: {mine}")
+    # containerd's content and snapshots (the 7 GB trainer image, twice) and the pods' volumes: pytest keeps the
+    # last runs' temp folders, so leaving them would fill the disk run after run; the logs beside them stay.
+    if not errors:
+        for d in (root / "ctrd" / "root", root / "kubelet"):
+            shutil.rmtree(d, ignore_errors=True)
     if _sh("ip", "link", "show", BRIDGE).returncode == 0:
         _sh("ip", "link", "delete", BRIDGE)
     # The kubelet's and kube-proxy's chains: the jumps to them from the built-in chains, then the chains.
