@@ -7,6 +7,7 @@ skips locally and fails in CI (the skip rule in tests/conftest.py): storage test
 from __future__ import annotations
 
 import functools
+import http.server
 import json
 import os
 import shutil
@@ -170,3 +171,20 @@ def cleanup(server: S3Server) -> None:
     """SIGKILL (no graceful stop: SeaweedFS takes 10 s over it) and remove the data, which nothing keeps."""
     server.kill()
     shutil.rmtree(server.data, ignore_errors=True)
+
+
+class JSONHandler(http.server.BaseHTTPRequestHandler):
+    """Base of the tests' stand-in HTTP services (vLLM server, teacher VLM, API server): JSON answers, no access
+    log on stderr."""
+
+    def _answer(self, obj: object) -> None:
+        data = json.dumps(obj).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
 
@@ -22,6 +22,7 @@ from ssrl.recipes.sft import read_conversations
 from ssrl.sources.synth import SynthConfig, synthesize
 from ssrl.tasks import _KNOWN, _loaded, get_task, register_task
 from ssrl.tasks.base import IMAGE_TOKEN, format_ok
+from tests.servers import JSONHandler
 from tests.test_cli import ssrl
 
 TASKS = ["shuffle", "flip", "crop", "depth_order", "position", "rotation"]
@@ -101,7 +102,7 @@ def _reply(kind: str, answer: str) -> str:
             "box_in_think": f"<think>so \\boxed{{{answer}}}</think> done"}[kind]
 
 
-class FakeTeacher(BaseHTTPRequestHandler):
+class FakeTeacher(JSONHandler):
     """A chat-completions endpoint: right, wrong, unformatted and box-inside-think answers, plus one 503."""
 
     seen: ClassVar[list[dict]] = []
@@ -120,16 +121,7 @@ class FakeTeacher(BaseHTTPRequestHandler):
         answer = content[-1]["text"].split("The correct answer is ", 1)[1].split(". How the question", 1)[0]
         FakeTeacher.seen.append({"auth": self.headers.get("Authorization"), "model": body["model"],
                                  "images": sum(p["type"] == "image_url" for p in content)})
-        data = json.dumps({"choices": [{"message": {"role": "assistant",
-                                                    "content": _reply(_kind(content), answer)}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self._answer({"choices": [{"message": {"role": "assistant", "content": _reply(_kind(content), answer)}}]})
 
 
 @pytest.fixture

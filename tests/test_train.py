@@ -22,6 +22,7 @@ pytest.importorskip("trl")
 from ssrl.dataset.generate import GenerateConfig, run
 from ssrl.store import open_store
 from ssrl.store.checkpoints import latest_step, list_steps
+from tests.servers import JSONHandler
 
 FAST = ["--set", "max_completion_length=16", "--set", "min_pixels=3136", "--set", "max_pixels=12544",
         "--set", "per_device_train_batch_size=4", "--set", "num_generations=2", "--set", "learning_rate=1e-4",
@@ -533,7 +534,7 @@ def test_two_updates_per_rollout_in_a_real_run(assets: dict[str, Path], tmp_path
 
 
 # ---------------------------------------------------------------- validation during training, end to end (item 10)
-class Services(http.server.BaseHTTPRequestHandler):
+class Services(JSONHandler):
     """What a training pod talks to besides the store, recording every request: the Kubernetes API (the job's
     progress ConfigMap, patched by the real client through a kubeconfig) and a vLLM server (the routes TRL's real
     ``VLLMClient`` uses in server mode; each completion is the tokens of ``COMPLETION``)."""
@@ -564,16 +565,6 @@ class Services(http.server.BaseHTTPRequestHandler):
         Services.requests.append((method, self.path, body))
         return body
 
-    def _answer(self, obj: dict) -> None:
-        data = json.dumps(obj).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 COMPLETION = "<think>.</think>\\boxed{A}"

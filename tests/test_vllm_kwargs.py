@@ -35,6 +35,7 @@ import trl
 from trl import GRPOConfig  # noqa: F401 -- TRL's trainer imports take ~10 s: once at collection, not in a test
 
 from ssrl.recipes.train_grpo import TrainConfig, build_grpo_args, suppression_kwargs
+from tests.servers import JSONHandler
 
 ROOT = Path(__file__).resolve().parents[1]
 WHEELS = Path("~/.cache/ssrl/wheels").expanduser()
@@ -200,7 +201,7 @@ def test_colocate_sampling_params_accept_every_key(wheel: zipfile.ZipFile) -> No
     assert suppression_kwargs(VISION, use_vllm=False) == {"suppress_tokens": VISION}
 
 
-class Recorder(http.server.BaseHTTPRequestHandler):
+class Recorder(JSONHandler):
     requests: ClassVar[list[tuple[str, dict]]] = []
 
     def do_GET(self) -> None:  # /v1/models
@@ -212,16 +213,6 @@ class Recorder(http.server.BaseHTTPRequestHandler):
         n = body.get("n", body.get("sampling_params", {}).get("n", 1))
         self._answer({"choices": [{"token_ids": [7], "prompt_token_ids": [1, 2, 3], "logprobs": None}] * n})
 
-    def _answer(self, obj: dict) -> None:
-        data = json.dumps(obj).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
 
 
 @DOWNLOADS
