@@ -71,9 +71,14 @@ base() {
   echo "$out"
 }
 
-generator() {
+# The base in podman's storage, for a FROM (built and archived once; loaded again after a prune).
+base_in_podman() {
   base >/dev/null
   pm image exists "localhost/ssrl-base:$SUITE" || pm load -i "$CACHE/base-$SUITE.oci.tar" >&2
+}
+
+generator() {
+  base_in_podman
   local sum out
   sum=$(cd "$root" && cat docker/generator.Dockerfile pyproject.toml README.md $(find ssrl -type f -name '*.py' | sort) \
         | sha256sum | cut -c1-12)
@@ -95,8 +100,7 @@ generator() {
 # resolver (getent), as the pods' own processes resolve (Debian's busybox nslookup reported NXDOMAIN for a
 # headless Service name that getent, Python and CoreDNS itself resolved).
 init() {
-  base >/dev/null
-  pm image exists "localhost/ssrl-base:$SUITE" || pm load -i "$CACHE/base-$SUITE.oci.tar" >&2
+  base_in_podman
   local out=$CACHE/init-getent.oci.tar
   if [ ! -s "$out" ]; then
     local ctx; ctx=$(mktemp -d)
@@ -114,8 +118,7 @@ init() {
 # The trainer: torch's CUDA wheels make it ~7 GB, so it is not written out as an archive (the tier streams it into
 # containerd with `save`). podman's layer cache keeps the dependency stage: a source edit rebuilds the wheel layer.
 trainer() {
-  base >/dev/null
-  pm image exists "localhost/ssrl-base:$SUITE" || pm load -i "$CACHE/base-$SUITE.oci.tar" >&2
+  base_in_podman
   local sum stamp=$CACHE/trainer.sum
   sum=$(cd "$root" && cat docker/trainer.Dockerfile docker/trainer-constraints.txt pyproject.toml README.md \
         $(find ssrl -type f -name '*.py' | sort) | sha256sum | cut -c1-12)
