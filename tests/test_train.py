@@ -494,22 +494,26 @@ def _cuda() -> bool:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU")
-def test_gpu_bf16_moves_the_weights(assets: dict[str, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize(("deepspeed", "weights", "lr"), [("none", "float32", "1e-6"), ("zero2", "bfloat16", "1e-4"),
+                                                          ("zero3", "bfloat16", "1e-4")])
+def test_gpu_bf16_moves_the_weights(assets: dict[str, Path], tmp_path: Path, deepspeed: str, weights: str,
+                                    lr: str) -> None:
     """On a GPU without DeepSpeed, bf16 is fp32 weights + autocast: at lr 1e-6 the weights move (flash_attention_2
-    when flash-attn is installed, else sdpa). (With DeepSpeed the saved weights are bf16 over fp32 master copies.)"""
-    deepspeed, weights = "none", "float32"
+    when flash-attn is installed, else sdpa). With DeepSpeed (NCCL) the saved weights are bf16 over fp32 master
+    copies: a step of 1e-6 hides below bf16's resolution in the saved copy, so those runs use 1e-4."""
     torchrun = Path(sys.executable).parent / "torchrun"
     out = tmp_path / "run"
     r = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "1", "-m", "ssrl", "train", "--model",
                         str(assets["model"]), "--dataset", str(assets["tasks"]), "--output", str(out),
                         "--max-steps", "3", "--deepspeed", deepspeed, "--set", "save_steps=3",
-                        "--set", "learning_rate=1e-6", "--set", "bf16=true", "--set", "use_vllm=false",
+                        "--set", f"learning_rate={lr}", "--set", "bf16=true", "--set", "use_vllm=false",
                         "--set", "attn_implementation=flash_attention_2", "--set", "max_completion_length=16",
                         "--set", "min_pixels=3136", "--set", "max_pixels=12544", "--set", "report_to=[]",
                         "--set", "per_device_train_batch_size=4", "--set", "num_generations=2",
                         "--set", f"rewards=[{__name__}.ShortCompletions]", "--set", "reward_weights=[1.0]"],
-                       capture_output=True, text=True, env={**ENV, "PYTHONPATH": str(Path(__file__).parents[1])},
-                       timeout=600)
+                       capture_output=True, text=True, timeout=600,
+                       env={**ENV, "PYTHONPATH": os.pathsep.join(filter(None, (str(Path(__file__).parents[1]),
+                                                                               ENV.get("PYTHONPATH"))))})
     assert r.returncode == 0, r.stderr[-3000:]
     from safetensors import safe_open
 
