@@ -290,6 +290,30 @@ def test_resize_depth_nearest_keeps_nan_and_values() -> None:
     assert resize_depth(depth, (3, 4)) is depth
 
 
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def interlaced_png(rgb: np.ndarray) -> bytes:
+    """An Adam7-interlaced 8-bit RGB PNG (Pillow and OpenCV write none), every scanline unfiltered."""
+    import struct
+    import zlib
+
+    h, w = rgb.shape[:2]
+    rows = b""
+    for x0, y0, dx, dy in ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
+                           (0, 1, 1, 2)):
+        sub = rgb[y0::dy, x0::dx]
+        if sub.size:
+            rows += b"".join(b"\0" + row.tobytes() for row in sub)
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 1)
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(rows))
+            + _png_chunk(b"IEND", b""))
+
+
 def _fast_cases() -> dict[str, bytes]:
     rgb = np.ascontiguousarray(np.concatenate([gradient((240, 320)), gradient((240, 320))[:, ::-1]], axis=0))
     rgba = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
@@ -304,28 +328,105 @@ def _fast_cases() -> dict[str, bytes]:
         "png rgba (partly transparent)": encode(Image.fromarray(rgba), "PNG"),
         "png rgba (opaque)": encode(Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])), "PNG"),
         "png grey": encode(Image.fromarray(rgb[..., 0]), "PNG"),
+        "png interlaced": interlaced_png(rgb[:-3, :-5]),
+        "png rgba with EXIF orientation 6": encode(Image.fromarray(rgba), "PNG", exif=_exif(6)),
+        "png rgb with EXIF orientation 3, level 9": encode(Image.fromarray(rgb), "PNG", exif=_exif(3),
+                                                           compress_level=9),
     }
     return cases
 
 
-@pytest.mark.parametrize("name", list(_fast_cases()))
-def test_opencv_decoding_equals_pillows(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Plain 8-bit JPEG/PNG are decoded by OpenCV; the pixels are exactly Pillow's (orientation, draft, alpha)."""
+def _exif(orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return exif.tobytes()
+
+
+def assert_fast_path_equals_pillow(data: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast decoders (OpenCV for JPEG, libspng for PNG) took ``data`` and gave exactly Pillow's pixels."""
     import ssrl.sources.imageio as imageio
 
-    data, budget = _fast_cases()[name], PixelBudget(28 * 28, 300_000)
+    budget = PixelBudget(28 * 28, 300_000)
     results: list[np.ndarray | None] = []
-    real = imageio._decode_cv2
-    monkeypatch.setattr(imageio, "_decode_cv2", lambda *a: results.append(real(*a)) or results[-1])
-    fast = (decode_image(data), decode_image(data, target=budget), decode_fitted(data, budget)[0])
-    assert len(results) == 3 and all(r is not None for r in results)  # OpenCV decoded all three
-    monkeypatch.setattr(imageio, "_decode_cv2", lambda *a: None)  # Pillow alone
-    slow = (decode_image(data), decode_image(data, target=budget), decode_fitted(data, budget)[0])
+    real = imageio._decode_fast
+    with monkeypatch.context() as m:
+        m.setattr(imageio, "_decode_fast", lambda *a: results.append(real(*a)) or results[-1])
+        fast = (decode_image(data), decode_image(data, target=budget), decode_fitted(data, budget)[0])
+    assert len(results) == 3 and all(r is not None for r in results)  # the fast path decoded all three
+    with monkeypatch.context() as m:
+        m.setattr(imageio, "_decode_fast", lambda *a: None)  # Pillow alone
+        slow = (decode_image(data), decode_image(data, target=budget), decode_fitted(data, budget)[0])
     for a, b in zip(fast, slow, strict=True):
+        assert a.dtype == b.dtype == np.uint8 and a.flags.c_contiguous
         np.testing.assert_array_equal(a, b)
 
 
-def test_truncated_files_never_take_the_opencv_path() -> None:
+@pytest.mark.parametrize("name", list(_fast_cases()))
+def test_fast_decoding_equals_pillows(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plain 8-bit JPEG (OpenCV) and PNG (libspng): exactly Pillow's pixels (orientation, draft, alpha)."""
+    assert_fast_path_equals_pillow(_fast_cases()[name], monkeypatch)
+
+
+@pytest.mark.parametrize("name", ["RGB_img.png", "RGB-D_img3.png", "RGB-D_img1.jpg", "RGB-D_img2.jpg"])
+def test_reference_images_fast_path_equals_pillow(reference: Path, name: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    assert_fast_path_equals_pillow((reference / name).read_bytes(), monkeypatch)
+
+
+def _pillow_path_cases() -> dict[str, bytes]:
+    rgb = gradient((60, 80))
+    palette = Image.fromarray(rgb).quantize(16)
+    rgb16 = (rgb.astype(np.uint16) * 257).astype(">u2")
+    return {
+        "palette": encode(palette, "PNG"),
+        "rgb with tRNS": encode(Image.fromarray(rgb), "PNG", transparency=(0, 0, 0)),
+        "grey 16-bit": encode(Image.fromarray(rgb16[..., 0].astype(np.uint16)), "PNG"),
+        "rgb 16-bit": cv2_png(rgb16[..., ::-1].astype(np.uint16)),
+        "grey 4-bit": encode(Image.fromarray(rgb[..., 0] // 17 * 17), "PNG", bits=4),  # Pillow writes L as 4-bit
+        "grey + alpha": encode(Image.fromarray(rgb[..., :2].copy(), "LA"), "PNG"),
+    }
+
+
+def cv2_png(arr: np.ndarray) -> bytes:
+    import cv2
+
+    ok, out = cv2.imencode(".png", arr)
+    assert ok
+    return out.tobytes()
+
+
+@pytest.mark.parametrize("name", list(_pillow_path_cases()))
+def test_other_pngs_keep_pillows_conversions(name: str) -> None:
+    """Palette, tRNS, 16-bit, 1/2/4-bit and grey + alpha PNGs are left to Pillow (its palette, transparency and
+    bit-depth handling stays the reference); the IHDR says so before any pixel is decoded."""
+    from ssrl.sources.imageio import _plain_png
+
+    data = _pillow_path_cases()[name]
+    with Image.open(io.BytesIO(data)) as img:
+        assert not _plain_png(data, img)
+        expected = image_to_rgb(img)
+    np.testing.assert_array_equal(decode_image(data), expected)
+
+
+@pytest.mark.parametrize("crc", ["stale", "recomputed"])
+def test_png_with_damaged_pixel_data_is_rejected(crc: str) -> None:
+    """Bytes flipped inside stored (level 0) deflate blocks still inflate; the chunk CRC, or with a recomputed
+    CRC the zlib checksum, gives them away. libspng must check both (pyspng-seunglab does; the original pyspng
+    ignores them and returns the damaged pixels) so the file reaches Pillow and is rejected."""
+    import struct
+    import zlib
+
+    data = bytearray(encode(Image.fromarray(gradient()), "PNG", compress_level=0))
+    idat = data.index(b"IDAT")
+    size = struct.unpack(">I", data[idat - 4 : idat])[0]
+    data[idat + 4 + 1001] ^= 0x55  # a pixel byte, not a scanline's filter type
+    if crc == "recomputed":
+        data[idat + 4 + size : idat + 8 + size] = struct.pack(">I", zlib.crc32(data[idat : idat + 4 + size]))
+    with pytest.raises(RejectError, match="corrupt"):
+        decode_image(bytes(data))
+
+
+def test_truncated_files_never_take_the_fast_path() -> None:
     """libjpeg only warns about a cut-off JPEG (OpenCV would fill grey rows); such files go to Pillow and are
     rejected."""
     from ssrl.sources.imageio import _complete

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import pyspng
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ssrl.errors import RejectError
@@ -238,37 +239,62 @@ def _complete(data: bytes, fmt: str) -> bool:
     return data[-12:] == b"\0\0\0\0IEND\xaeB`\x82"
 
 
-def _decode_cv2(data: bytes, img: Image.Image, need_hw: tuple[int, int] | None) -> np.ndarray | None:
-    """Pixels of a plain 8-bit JPEG or PNG via OpenCV (1.2-2x faster than Pillow here, no copy out of a Pillow
-    image); None for every other case, which Pillow then decodes or rejects with its reason.
+def _plain_png(data: bytes, img: Image.Image) -> bool:
+    """An 8-bit grey, RGB or RGBA PNG without tRNS transparency, as the IHDR chunk declares it.
 
-    Pillow has already checked the header (format, declared size) and read the EXIF orientation.
+    Other PNGs (palette, 1/2/4- and 16-bit, tRNS) keep Pillow's conversions; Pillow has already checked that
+    the file starts with the signature and an IHDR chunk (bit depth at byte 24, colour type at byte 25).
     """
-    if img.format == "JPEG" and img.mode in ("RGB", "L"):
-        scale = _draft_scale(img, need_hw) if need_hw else 1
-        grey = img.mode == "L"
-        flag = {1: cv2.IMREAD_GRAYSCALE if grey else cv2.IMREAD_COLOR_RGB,
-                2: cv2.IMREAD_REDUCED_GRAYSCALE_2 if grey else cv2.IMREAD_REDUCED_COLOR_2,
-                4: cv2.IMREAD_REDUCED_GRAYSCALE_4 if grey else cv2.IMREAD_REDUCED_COLOR_4,
-                8: cv2.IMREAD_REDUCED_GRAYSCALE_8 if grey else cv2.IMREAD_REDUCED_COLOR_8}[scale]
-        bgr = scale > 1  # reduced colour reads come out in OpenCV's BGR order
-    elif img.format == "PNG" and img.mode in ("RGB", "RGBA", "L") and "transparency" not in img.info:
-        flag, bgr = cv2.IMREAD_UNCHANGED, True
-    else:
-        return None
-    if not _complete(data, img.format):
-        return None
+    return data[24] == 8 and data[25] in (0, 2, 6) and img.mode in ("L", "RGB", "RGBA") and (
+        "transparency" not in img.info)
+
+
+def _jpeg_cv2(data: bytes, img: Image.Image, need_hw: tuple[int, int] | None) -> np.ndarray | None:
+    """Grey (H, W) or RGB (H, W, 3) of a baseline 8-bit JPEG via OpenCV, at the ``_draft_scale`` reduction."""
+    scale = _draft_scale(img, need_hw) if need_hw else 1
+    grey = img.mode == "L"
+    flag = {1: cv2.IMREAD_GRAYSCALE if grey else cv2.IMREAD_COLOR_RGB,
+            2: cv2.IMREAD_REDUCED_GRAYSCALE_2 if grey else cv2.IMREAD_REDUCED_COLOR_2,
+            4: cv2.IMREAD_REDUCED_GRAYSCALE_4 if grey else cv2.IMREAD_REDUCED_COLOR_4,
+            8: cv2.IMREAD_REDUCED_GRAYSCALE_8 if grey else cv2.IMREAD_REDUCED_COLOR_8}[scale]
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), flag | cv2.IMREAD_IGNORE_ORIENTATION)
     if arr is None or arr.dtype != np.uint8:
         return None
+    if arr.ndim == 3 and scale > 1:  # reduced colour reads come out in OpenCV's BGR order
+        arr = cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
+    return arr
+
+
+def _png_spng(data: bytes) -> np.ndarray | None:
+    """Grey (H, W), RGB or RGBA of a ``_plain_png`` via libspng: 1.2-1.7x faster than OpenCV's libpng on the
+    paper's PNGs (bench/README.md, "Decoders"). No gamma, sBIT or tRNS transform, like Pillow."""
+    try:
+        arr = pyspng.load(data)
+    except Exception:  # libspng refuses a damaged file: Pillow then rejects it with its own reason
+        return None
+    return arr if arr.dtype == np.uint8 else None
+
+
+def _decode_fast(data: bytes, img: Image.Image, need_hw: tuple[int, int] | None) -> np.ndarray | None:
+    """Pixels of a plain 8-bit JPEG (OpenCV) or PNG (libspng), identical to Pillow's, without a copy out of a
+    Pillow image; None for every other case, which Pillow then decodes or rejects with its reason.
+
+    Pillow has already checked the header (format, declared size) and read the EXIF orientation.
+    """
+    if img.format == "JPEG" and img.mode in ("RGB", "L") and _complete(data, "JPEG"):
+        arr = _jpeg_cv2(data, img, need_hw)
+    elif img.format == "PNG" and _plain_png(data, img) and _complete(data, "PNG"):
+        arr = _png_spng(data)
+    else:
+        return None
+    if arr is None:
+        return None
     if arr.ndim == 2:
         arr = np.repeat(arr[..., None], 3, axis=2)
-    elif arr.shape[2] == 4 and arr[..., 3].min() == 255:  # opaque (many RGBA PNGs): drop alpha while reordering
-        arr = cv2.cvtColor(arr, cv2.COLOR_BGRA2RGB)
+    elif arr.shape[2] == 4 and arr[..., 3].min() == 255:  # opaque (many RGBA PNGs): drop alpha
+        arr = cv2.cvtColor(arr, cv2.COLOR_RGBA2RGB)
     elif arr.shape[2] == 4:
-        arr = _over_white(cv2.cvtColor(arr, cv2.COLOR_BGRA2RGBA))
-    elif bgr:
-        arr = cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
+        arr = _over_white(arr)
     orientation = _orientation(img)
     return np.ascontiguousarray(_ORIENT[orientation](arr)) if orientation != 1 else np.ascontiguousarray(arr)
 
@@ -353,7 +379,7 @@ def _decode(data: bytes, budget: PixelBudget | None, max_decode_pixels: int) -> 
             stored_wh = img.size  # before draft shrinks it
             # JPEG EXIF sits in the header, before the pixels
             need = smart_resize(*_oriented_hw(stored_wh, _orientation(img)), budget) if budget is not None else None
-            fast = _decode_cv2(data, img, need)
+            fast = _decode_fast(data, img, need)
             if fast is not None:
                 return fast, _oriented_hw(stored_wh, _orientation(img))
             if need is not None:
