@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
+from operator import add, sub
 from pathlib import PurePath
 from typing import Any
 
@@ -163,6 +164,7 @@ def _read_h5_chunks(node: Any, data: bytes) -> np.ndarray | None:
     if dsid.read_direct_chunk(first.chunk_offset)[1] != data[first.byte_offset : first.byte_offset + first.size]:
         return None  # addresses relative to something else than the file's start: let HDF5 resolve them
     nbytes = int(np.prod(chunks)) * dtype.itemsize
+    origin = (0,) * len(shape)
     view = memoryview(data)
     out = np.empty(shape, dtype)
     for info in stored:
@@ -176,9 +178,9 @@ def _read_h5_chunks(node: Any, data: bytes) -> np.ndarray | None:
                 raw = np.frombuffer(raw, np.uint8).reshape(dtype.itemsize, -1).T.tobytes()
         if len(raw) != nbytes:
             raise ValueError(f"chunk at {info.chunk_offset} holds {len(raw)} bytes, expected {nbytes}")
-        block = np.frombuffer(raw, dtype).reshape(chunks)
-        dst = tuple(slice(o, min(o + c, n)) for o, c, n in zip(info.chunk_offset, chunks, shape, strict=True))
-        out[dst] = block[tuple(slice(0, s.stop - s.start) for s in dst)]  # edge chunks are stored whole
+        offset = info.chunk_offset  # edge chunks are stored whole: both slices stop at the dataset's edge
+        block = np.frombuffer(raw, dtype).reshape(chunks)[tuple(map(slice, origin, map(sub, shape, offset)))]
+        out[tuple(map(slice, offset, map(add, offset, chunks)))] = block
     return out
 
 
