@@ -748,6 +748,123 @@ def report_side_by_side(sbs: dict[str, Any]) -> str:
             f"{m['upstream_81k_h_1_core']:.1f} h on one core")
 
 
+# ------------------------------------------------------------------------------------------ decoders (issue 14 §3)
+def cpu_ms(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Fastest CPU milliseconds of each function over interleaved rounds (a, b, c, a, b, c, ...): a shared
+    machine slows all of them alike, so the ratios hold."""
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.process_time()
+            fn()
+            best[name] = min(best[name], (time.process_time() - t0) * 1e3)
+    return best
+
+
+def _optional(module: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        return None
+
+
+def bench_decoder_libraries(reference: Path, rounds: int) -> dict[str, Any]:
+    """The reference inputs' decode through each candidate library, side by side, each checked identical.
+
+    HDF5 depth: h5py's read against ssrl's (``read_depth``'s chunk path), then only the inflate of the same
+    chunks through zlib, zlib-ng, ISA-L (``isal``) and libdeflate (``deflate``), those installed. Images:
+    Pillow, OpenCV, libspng (``pyspng``, PNG) or simplejpeg (JPEG, if installed), and ssrl's ``decode_image``.
+    """
+    import zlib
+
+    import cv2
+    import h5py
+
+    from ssrl.sources.depth import DepthFormat, _read_h5
+    from ssrl.sources.imageio import decode_image
+
+    inflaters: dict[str, Callable[[bytes, int], bytes]] = {"zlib": lambda b, n: zlib.decompress(b, 15, n)}
+    if zng := _optional("zlib_ng.zlib_ng"):
+        inflaters["zlib-ng"] = lambda b, n: zng.decompress(b, 15, n)
+    if isal := _optional("isal.isal_zlib"):
+        inflaters["isal"] = lambda b, n: isal.decompress(b, 15, n)
+    if libdeflate := _optional("deflate"):
+        inflaters["libdeflate"] = lambda b, n: libdeflate.zlib_decompress(b, n)
+    depth: dict[str, Any] = {}
+    for name in ("RGB-D_depth1.h5", "RGB-D_depth2.h5"):
+        data = (reference / name).read_bytes()
+        with h5py.File(io.BytesIO(data), "r") as f:
+            node = f["depth"]
+            ref, stored = node[()], []
+            node.id.chunk_iter(stored.append)
+            raws = [data[c.byte_offset : c.byte_offset + c.size] for c in stored]
+            chunk_bytes = int(np.prod(node.chunks)) * node.dtype.itemsize
+        assert _read_h5(data, DepthFormat()).tobytes() == ref.tobytes(), name
+        expected = [zlib.decompress(r) for r in raws]
+        for lib, inflate in inflaters.items():
+            assert [inflate(r, chunk_bytes) for r in raws] == expected, f"{lib} inflates {name} differently"
+
+        def h5py_read(data: bytes = data) -> object:
+            with h5py.File(io.BytesIO(data), "r") as f:
+                return f["depth"][()]
+
+        fns: dict[str, Callable[[], object]] = {"h5py": h5py_read,
+                                                "ssrl": lambda data=data: _read_h5(data, DepthFormat())}
+        fns |= {f"inflate {lib}": (lambda inflate=inflate, raws=raws, n=chunk_bytes: [inflate(r, n) for r in raws])
+                for lib, inflate in inflaters.items()}
+        depth[name] = {"ms": cpu_ms(fns, rounds), "compressed_bytes": sum(map(len, raws)), "chunks": len(raws)}
+        print(f"  {name}: " + ", ".join(f"{k} {v:.1f}" for k, v in depth[name]["ms"].items()), flush=True)
+
+    spng, simplejpeg = _optional("pyspng"), _optional("simplejpeg")
+    images: dict[str, Any] = {}
+    for name in ("RGB_img.png", "RGB-D_img3.png", "RGB-D_img1.jpg", "RGB-D_img2.jpg"):
+        data = (reference / name).read_bytes()
+        png = name.endswith(".png")
+        with Image.open(io.BytesIO(data)) as img:
+            mode, pillow_ref = img.mode, np.asarray(img)
+
+        def pillow(data: bytes = data) -> np.ndarray:
+            with Image.open(io.BytesIO(data)) as img:
+                return np.asarray(img)
+
+        def opencv(data: bytes = data, png: bool = png) -> np.ndarray:
+            arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED if png else cv2.IMREAD_COLOR_RGB)
+            return cv2.cvtColor(arr, cv2.COLOR_BGRA2RGBA if arr.shape[2] == 4 else cv2.COLOR_BGR2RGB) if png else arr
+
+        fns = {"Pillow": pillow, "OpenCV": opencv}
+        if png and spng:
+            fns["libspng"] = lambda data=data: spng.load(data)
+        if not png and simplejpeg:
+            fns["simplejpeg"] = lambda data=data: simplejpeg.decode_jpeg(data, "RGB")
+        for lib, fn in fns.items():
+            assert np.array_equal(fn(), pillow_ref), f"{lib} differs from Pillow on {name}"
+        fns["ssrl decode_image"] = lambda data=data: decode_image(data)
+        images[name] = {"mode": mode, "bytes": len(data), "ms": cpu_ms(fns, rounds)}
+        print(f"  {name}: " + ", ".join(f"{k} {v:.1f}" for k, v in images[name]["ms"].items()), flush=True)
+    return {"rounds": rounds, "depth": depth, "images": images,
+            "versions": {m: getattr(_optional(m), "__version__", "-") for m in
+                         ("h5py", "zlib_ng", "isal", "deflate", "pyspng", "simplejpeg", "cv2", "PIL")}}
+
+
+def report_decoders(dec: dict[str, Any]) -> str:
+    """One row per input: fastest CPU ms per library, and in brackets its speed-up over the baseline: h5py for
+    ssrl's whole depth read, zlib for the bare inflates, Pillow for images."""
+    lines = [f"Decoders, fastest CPU ms of {dec['rounds']} interleaved rounds (speed-up over h5py, zlib or Pillow); "
+             f"versions {dec['versions']}"]
+    for group in ("depth", "images"):
+        for name, r in dec[group].items():
+            ms = r["ms"]
+
+            def base(k: str, ms: dict[str, float] = ms) -> str:
+                return "inflate zlib" if k.startswith("inflate") else "h5py" if "h5py" in ms else "Pillow"
+
+            lines.append(f"  {name}: " + ", ".join(
+                f"{k} {v:.1f}" + ("" if k == base(k) else f" ({ms[base(k)] / v:.2f}x)") for k, v in ms.items()))
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -759,6 +876,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--upstream-python", default=sys.executable,
                         help="interpreter with the upstream scripts' dependencies (opencv, matplotlib, h5py)")
     parser.add_argument("--side-by-side-only", action="store_true", help="run section 0 only")
+    parser.add_argument("--decoders-only", action="store_true",
+                        help="only the decoder libraries on the reference inputs, side by side (issue 14 §3)")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # helper mode: one run() in a fresh process
     parser.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--shard-size", type=int, default=64, help=argparse.SUPPRESS)
@@ -775,6 +894,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{res['machine']['cpu']}, {res['machine']['cpu_count']} cores; inputs: {note}", flush=True)
     if os.getloadavg()[0] > 0.5 * (os.cpu_count() or 1):
         print(f"warning: load average {os.getloadavg()[0]:.2f} before starting; timings may be noisy", flush=True)
+    if args.decoders_only:
+        print("decoders", flush=True)
+        res["decoders"] = bench_decoder_libraries(args.reference, 5 if args.quick else 25)
+        machine.finish(res, started, report_decoders(res["decoders"]), args.output)
+        return 0
     print("0. side by side with upstream", flush=True)
     sizes, position_sizes, rounds = ((2, 6), (1, 2), 1) if args.quick else ((4, 16), (1, 2), 3)
     res["side_by_side"] = bench_side_by_side(args.reference, args.upstream, args.upstream_python, sizes,
