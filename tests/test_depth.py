@@ -145,6 +145,42 @@ def test_npy_object_array_is_never_unpickled() -> None:
         read_depth(npy_bytes(good_depth()), "x.npy", npy_bytes(evil, allow_pickle=True))
 
 
+def npy_file(arr: np.ndarray, version: tuple[int, int] | None = None) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, arr, version=version)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "arr",
+    [
+        good_depth(),
+        np.asfortranarray(good_depth().astype(np.float64)),
+        good_depth().astype(">f4"),
+        (good_depth() * 1000).astype(np.uint16)[..., None],
+    ],
+    ids=["float32", "float64 Fortran order", "big-endian float32", "uint16 (H, W, 1)"],
+)
+@pytest.mark.parametrize("version", [(1, 0), (2, 0)])
+def test_npy_read_in_place_equals_np_load(arr: np.ndarray, version: tuple[int, int]) -> None:
+    """The .npy reader parses the header and views the data in place; the result is np.load's, validated."""
+    data = npy_file(arr, version)
+    mask = np.ones(HW, np.uint8)
+    mask[3:9, 4:7] = 0
+    out = read_depth(data, "x.npy", npy_file(mask, version), image_hw=HW)
+    expected = np.load(io.BytesIO(data)).astype(np.float32)
+    expected = expected[..., 0] if expected.ndim == 3 else expected
+    expected[(mask == 0) | (expected <= 0)] = np.nan
+    assert out.flags.writeable and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_npy_data_shorter_than_its_header_declares_is_corrupt() -> None:
+    data = npy_file(good_depth())
+    with pytest.raises(RejectError, match=r"corrupt: \d+ bytes of data, the header declares"):
+        read_depth(data[:-4], "x.npy")
+
+
 @pytest.mark.parametrize(
     ("data", "keyword"),
     [

@@ -35,8 +35,9 @@ class DepthFormat:
 
 
 def validate_depth(depth: np.ndarray, image_hw: tuple[int, int] | None = None, *,
-                   min_valid_fraction: float = 0.01) -> np.ndarray:
-    """Normalise to float32 (H, W) with NaN for invalid (NaN, +-Inf, <= 0) and check it is usable.
+                   min_valid_fraction: float = 0.01, valid: np.ndarray | None = None) -> np.ndarray:
+    """Normalise to float32 (H, W) with NaN for invalid (NaN, +-Inf, <= 0, or False in the optional boolean
+    ``valid`` mask of the same shape) and check it is usable. Always returns a new array.
 
     >>> validate_depth(np.array([[0.0, 1.0], [np.inf, 2.0]])).tolist()
     [[nan, 1.0], [nan, 2.0]]
@@ -58,12 +59,15 @@ def validate_depth(depth: np.ndarray, image_hw: tuple[int, int] | None = None, *
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # float64 beyond float32 range -> inf -> invalid
         out = arr.astype(np.float32, copy=True)
-    valid = np.isfinite(out) & (out > 0)
-    out[~valid] = np.nan
-    n_valid = int(np.count_nonzero(valid))
+    ok = np.isfinite(out)
+    ok &= out > 0
+    if valid is not None:
+        ok &= valid
+    out[~ok] = np.nan
+    n_valid = int(np.count_nonzero(ok))
     if n_valid == 0:
         raise RejectError("depth has no valid pixels (all zero, negative, NaN or Inf)")
-    fraction = n_valid / valid.size
+    fraction = n_valid / ok.size
     if fraction < min_valid_fraction:
         raise RejectError(
             f"depth has too few valid pixels: {fraction:.2%} (minimum {min_valid_fraction:.2%})"
@@ -89,9 +93,8 @@ def read_depth(depth_data: bytes, depth_name: str, mask_data: bytes | None = Non
         depth = _read_png(depth_data, fmt)
     if depth.ndim == 3 and depth.shape[2] == 1:
         depth = depth[..., 0]
-    if mask_data is not None:
-        depth = _apply_mask(depth, _read_npy(mask_data, "mask"))
-    return validate_depth(depth, image_hw, min_valid_fraction=fmt.min_valid_fraction)
+    valid = _mask_valid(depth, _read_npy(mask_data, "mask")) if mask_data is not None else None
+    return validate_depth(depth, image_hw, min_valid_fraction=fmt.min_valid_fraction, valid=valid)
 
 
 # --------------------------------------------------------------------------------------------- readers
@@ -194,22 +197,33 @@ def _h5_datasets(f: Any) -> list[str]:
 
 
 def _read_npy(data: bytes, what: str) -> np.ndarray:
-    """DIODE depth/mask ``.npy``; never unpickles (object arrays are refused)."""
+    """DIODE depth/mask ``.npy`` as a read-only view of ``data``: no copy (``validate_depth`` makes the one
+    copy; ``np.load`` would add another, 3 MB per DIODE map). Never unpickles (object arrays are refused)."""
+    from numpy.lib import format as npy
+
     if not data:
         raise RejectError(f"empty {what} file")
     if not data.startswith(_NPY_MAGIC):
         raise RejectError(f"{what} is not a .npy file")
+    fp = io.BytesIO(data)
     try:
-        arr = np.load(io.BytesIO(data), allow_pickle=False)
-    except ValueError as e:
-        if "pickle" in str(e).lower() or "object" in str(e).lower():
-            raise RejectError(f"{what} .npy holds pickled Python objects; refusing to unpickle") from None
-        raise RejectError(f"{what} .npy is corrupt: {_short(e)}") from None
+        version = npy.read_magic(fp)
+        read_header = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}.get(version)
+        if read_header is None:  # 3.0 only stores non-Latin-1 field names: never a numeric map
+            raise ValueError(f"unsupported .npy version {version[0]}.{version[1]}")
+        shape, fortran, dtype = read_header(fp)
     except Exception as e:
         raise RejectError(f"{what} .npy is corrupt: {_short(e)}") from None
-    if arr.dtype.kind not in "biuf":
-        raise RejectError(f"{what} .npy must be numeric, got dtype {arr.dtype}")
-    return arr
+    if dtype.hasobject:
+        raise RejectError(f"{what} .npy holds pickled Python objects; refusing to unpickle")
+    if dtype.kind not in "biuf":
+        raise RejectError(f"{what} .npy must be numeric, got dtype {dtype}")
+    count, offset = int(np.prod(shape, dtype=np.int64)), fp.tell()
+    if len(data) - offset < count * dtype.itemsize:
+        raise RejectError(f"{what} .npy is corrupt: {len(data) - offset} bytes of data, the header declares "
+                          f"{count * dtype.itemsize}")
+    arr = np.frombuffer(data, dtype, count=count, offset=offset)
+    return arr.reshape(shape, order="F" if fortran else "C")
 
 
 def _read_png(data: bytes, fmt: DepthFormat) -> np.ndarray:
@@ -235,8 +249,9 @@ def _read_png(data: bytes, fmt: DepthFormat) -> np.ndarray:
     return arr.astype(np.float32) * np.float32(fmt.png_scale)
 
 
-def _apply_mask(depth: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """NaN where the mask is zero. DIODE quirk: masks can be wider than the depth; crop them to its width."""
+def _mask_valid(depth: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """True where the mask is nonzero (and not NaN). DIODE quirk: masks can be wider than the depth; crop them
+    to its width."""
     if mask.ndim == 3 and mask.shape[2] == 1:
         mask = mask[..., 0]
     if mask.ndim != 2 or depth.ndim != 2:
@@ -246,10 +261,10 @@ def _apply_mask(depth: np.ndarray, mask: np.ndarray) -> np.ndarray:
     if mask.shape != depth.shape:
         raise RejectError(f"mask {mask.shape[0]}x{mask.shape[1]} does not match depth "
                           f"{depth.shape[0]}x{depth.shape[1]} (height x width)")
-    valid = (mask != 0) & ~np.isnan(mask) if mask.dtype.kind == "f" else mask != 0
-    out = depth.astype(np.float32, copy=True)
-    out[~valid] = np.nan
-    return out
+    valid = mask != 0
+    if mask.dtype.kind == "f":
+        valid &= ~np.isnan(mask)
+    return valid
 
 
 def _short(e: BaseException) -> str:
