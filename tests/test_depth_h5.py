@@ -11,6 +11,7 @@ from typing import Any
 import h5py
 import numpy as np
 import pytest
+from zlib_ng import zlib_ng
 
 from ssrl.errors import RejectError
 from ssrl.sources.depth import _read_h5_chunks, read_depth
@@ -153,5 +154,7 @@ def test_corrupt_chunk_is_a_reject() -> None:
         f["depth"].id.chunk_iter(stored.append)
     start = stored[0].byte_offset + 2  # past the zlib header, into the deflate stream
     data[start : start + 64] = bytes(64)
-    with pytest.raises(RejectError, match="corrupt"):
+    with h5py.File(io.BytesIO(bytes(data)), "r") as f, pytest.raises(zlib_ng.error):
+        _read_h5_chunks(f["depth"], bytes(data))
+    with pytest.raises(RejectError, match="corrupt"):  # h5py, asked next, fails too and says why
         read_depth(bytes(data), "x.h5")
