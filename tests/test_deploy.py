@@ -404,6 +404,26 @@ def test_helm_external_minio():
         assert any(a.startswith("s3://datasets") for a in c.get("args", [])), where
 
 
+def test_helm_requests_are_the_values_requests():
+    """Each workload asks the scheduler for its requests and is capped at its limits, GPUs and scratch added to
+    both: the requests are not the limits (they were, through a merge that wrote into a shared dict, and the chart's
+    trainer then asked for 8 CPUs and stayed Pending on a real node with room for its 4)."""
+    values = yaml.safe_load((CHART / "ci" / "multinode-values.yaml").read_text())
+    objs = helm_render("multinode-values.yaml", "train.resources.requests.cpu=3", "train.resources.limits.cpu=7",
+                       "generate.resources.requests.memory=1Gi", "generate.resources.limits.memory=3Gi")
+    job = next(o for o in objs if o["kind"] == "PyTorchJob")
+    for spec in job["spec"]["pytorchReplicaSpecs"].values():
+        r = spec["template"]["spec"]["containers"][0]["resources"]
+        assert (r["requests"]["cpu"], r["limits"]["cpu"]) == (3, 7), r
+        assert r["requests"]["memory"] == values["train"]["resources"]["requests"]["memory"]
+        assert r["limits"]["memory"] == values["train"]["resources"]["limits"]["memory"]
+        assert r["requests"]["nvidia.com/gpu"] == r["limits"]["nvidia.com/gpu"] == 8
+        assert r["requests"]["ephemeral-storage"] == r["limits"]["ephemeral-storage"]
+    gen = next(o for o in objs if o["kind"] == "Job" and "generate" in o["metadata"]["name"])
+    r = gen["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert (r["requests"]["memory"], r["limits"]["memory"]) == ("1Gi", "3Gi"), r
+
+
 def test_helm_multinode():
     objs = helm_render("multinode-values.yaml")
     job = next(o for o in objs if o["kind"] == "PyTorchJob")

@@ -209,7 +209,9 @@ EFA), each as request and limit. */}}
 {{- $_ := set $extra "nvidia.com/gpu" (int .gpus) }}
 {{- end }}
 {{- $_ := set $extra "ephemeral-storage" .values.scratchSize }}
-{{- $_ := set $r "limits" (merge $extra (default (dict) $r.limits)) }}
+{{- /* merge writes into its first argument: each side gets its own copy, or the requests would inherit the
+limits' cpu and memory (they did: the trainer asked for its limits, 8 CPUs, and stayed Pending on real nodes). */}}
+{{- $_ := set $r "limits" (merge (deepCopy $extra) (default (dict) $r.limits)) }}
 {{- $_ := set $r "requests" (merge (deepCopy $extra) (default (dict) $r.requests)) }}
 {{- toYaml $r }}
 {{- end }}
