@@ -111,6 +111,10 @@ def test_k8s_manifests_apply_and_run(cluster: Cluster, overlay: str) -> None:
     docs = [d for d in rendered.split("\n---\n") if d.strip()]
     ns = next(line.split(":", 1)[1].strip() for d in docs for line in d.splitlines()
               if line.startswith("  namespace:"))
+    # The generator Job is created suspended (it must not list sources still being uploaded): start it as the
+    # README says once they are in.
+    assert get(cluster, "job", "ssrl-generate", "-n", ns)["spec"]["suspend"] is True
+    cluster.kubectl("patch", "job", "ssrl-generate", "-n", ns, "--type", "merge", "-p", '{"spec":{"suspend":false}}')
     jobs = get(cluster, "pytorchjobs", "-n", ns)["items"]
     assert jobs, "the overlay's PyTorchJobs were not created"
     running = [j["metadata"]["name"] for j in jobs if not j["spec"].get("runPolicy", {}).get("suspend")]
