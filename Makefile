@@ -54,15 +54,16 @@ test: $(VENV)/.installed-dev tools
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -n 2 -q -m "not cluster"
 	$(MAKE) test-cluster
+	$(MAKE) test-realnode
 
 ## test-cluster: the Kubernetes tier alone (one control plane on loopback; tests/kube.py)
 test-cluster: $(VENV)/.installed-dev tools
 	$(BIN)/python -m pytest -p no:xdist -q -m cluster
 
-## test-realnode: opt-in, not part of `make test` yet: real pods (the generator and trainer images on a real kubelet +
-## containerd node, tests/realnode.py: generate, train with a lost Worker, the chart); needs root; installs Debian's
-## containerd runc containernetworking-plugins iptables podman buildah debootstrap gcc when missing; images are
-## built on first use into ~/.cache/ssrl-realnode (trainer: 12 min cold)
+## test-realnode: the real-pod tier alone (the project's images on a real kubelet + containerd node,
+## tests/realnode.py: generate, train with a lost Worker, the chart with its MinIO, the kustomize dev overlay); needs
+## root; installs Debian's containerd runc containernetworking-plugins iptables podman buildah debootstrap gcc when
+## missing; images are built on first use into ~/.cache/ssrl-realnode (trainer: 12 min cold)
 test-realnode: $(VENV)/.installed-dev tools
 	scripts/realnode/setup.sh
 	scripts/tools.sh realnode

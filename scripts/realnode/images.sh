@@ -12,6 +12,9 @@
 #   scripts/realnode/images.sh trainer     localhost/ssrl-trainer:realnode (docker/trainer.Dockerfile with
 #                                          CUDA_IMAGE=the base above and CPU_BASE=1; multi-GB, so it stays in
 #                                          podman's storage, no archive: prints podman:<ref> instead of a path)
+#   scripts/realnode/images.sh minio       localhost/ssrl-minio:realnode (docker/minio.Dockerfile with GO_IMAGE=
+#                                          the base + this host's Go toolchain, RUNTIME_IMAGE=the base; MinIO
+#                                          compiled in the build from the Go module proxy, as for users)
 #   scripts/realnode/images.sh save REF    writes REF from podman's storage to stdout (a Docker archive:
 #                                          podman cannot stream an OCI one), for `ctr images import -`
 #   scripts/realnode/images.sh all
@@ -115,6 +118,37 @@ init() {
   echo "$out"
 }
 
+# The tier's stand-in for golang:<version>-bookworm: the base with this host's Go toolchain (the version
+# scripts/tools.sh builds with) at the official image's paths.
+golang() {
+  base_in_podman
+  local version; version=$(go env GOVERSION)
+  if ! pm image exists "localhost/ssrl-golang:$version"; then
+    printf 'FROM localhost/ssrl-base:%s\nCOPY . /usr/local/go\nENV GOPATH=/go GOTOOLCHAIN=local PATH=/go/bin:/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n' \
+      "$SUITE" | pm build -t "localhost/ssrl-golang:$version" -f - "$(go env GOROOT)" >&2
+  fi
+  echo "localhost/ssrl-golang:$version"
+}
+
+# MinIO: the chart's bundled store. The Dockerfile compiles it (go install at the pinned commit); the host's Go
+# module and build caches are lent to the build, so only the first build downloads and compiles everything.
+minio() {
+  local go_image sum out
+  go_image=$(golang)
+  sum=$(cd "$root" && cat docker/minio.Dockerfile | sha256sum | cut -c1-12)
+  out=$CACHE/minio-$sum.oci.tar
+  if [ ! -s "$out" ]; then
+    mkdir -p "$CACHE/go-build" "$(go env GOMODCACHE)"
+    pm build --network host --build-arg "GO_IMAGE=$go_image" --build-arg "RUNTIME_IMAGE=localhost/ssrl-base:$SUITE" \
+      -v "$(go env GOMODCACHE):/go/pkg/mod" -v "$CACHE/go-build:/root/.cache/go-build" \
+      -f "$root/docker/minio.Dockerfile" -t localhost/ssrl-minio:realnode "$root" >&2
+    rm -f "$CACHE"/minio-*.oci.tar
+    pm image prune -f >/dev/null
+    pm save --format oci-archive -o "$out.tmp" localhost/ssrl-minio:realnode >&2 && mv "$out.tmp" "$out"
+  fi
+  echo "$out"
+}
+
 # The trainer: torch's CUDA wheels make it ~7 GB, so it is not written out as an archive (the tier streams it into
 # containerd with `save`). podman's layer cache keeps the dependency stage: a source edit rebuilds the wheel layer.
 trainer() {
@@ -140,7 +174,8 @@ case "${1:-all}" in
   generator) generator ;;
   trainer) trainer ;;
   init) init ;;
+  minio) minio ;;
   save) pm save --format docker-archive "$2" ;;
-  all) pause; base; generator; init; trainer ;;
-  *) echo "usage: $0 [pause|base|generator|init|trainer|all|save REF]" >&2; exit 2 ;;
+  all) pause; base; generator; init; minio; trainer ;;
+  *) echo "usage: $0 [pause|base|generator|init|minio|trainer|all|save REF]" >&2; exit 2 ;;
 esac

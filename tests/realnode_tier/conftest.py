@@ -1,6 +1,6 @@
-"""The real-node tier is opt-in: its tests run only when asked for by marker (``pytest -m realnode``, as
-``make test-realnode`` does). Any other run, ``make test`` and a bare ``pytest`` included, deselects them (they
-need root, containerd and images built on first use; issue 11 tracks making them part of ``make test``)."""
+"""The real-node tier runs on its own: ``make test`` runs it after the other tiers through ``make test-realnode``
+(``pytest -p no:xdist -m realnode``: root, one node, no parallel workers). Any run that does not ask for the marker,
+the parallel ``pytest -n 2 -m "not cluster"`` of ``make test`` and a bare ``pytest`` included, deselects it."""
 
 from __future__ import annotations
 

@@ -9,16 +9,22 @@ Opt-in: ``make test-realnode`` (``pytest -p no:xdist -m realnode tests/realnode_
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 import re
 import subprocess
 import sys
+import textwrap
+import threading
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import wait_for
+from tests.netpol import Endpoint
 from tests.realnode import (
     GATEWAY,
     GENERATOR_IMAGE,
@@ -31,10 +37,23 @@ from tests.realnode import (
     images,
     missing,
 )
-from tests.servers import ACCESS_KEY, ROOT, SECRET_KEY, tool
+from tests.servers import ACCESS_KEY, ROOT, SECRET_KEY, free_port, tool
+from tests.test_network import check_network
 
 pytestmark = [pytest.mark.realnode, pytest.mark.slow, pytest.mark.timeout(1800)]
 TIMINGS: dict[str, float] = {}
+#: ``ssrl train``'s config for the chart's and the kustomize overlay's trainer: 2 steps of the tiny model on CPU.
+TRAIN_CONFIG = """deepspeed: zero2
+max_steps: 2
+save_steps: 1
+max_completion_length: 12
+min_pixels: 3136
+max_pixels: 12544
+per_device_train_batch_size: 4
+num_generations: 2
+report_to: []
+max_samples: 32
+"""
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +63,7 @@ def tier(tmp_path_factory: pytest.TempPathFactory):
         pytest.skip("real-node tier needs: " + ", ".join(gaps))
     cleanup_leftovers()  # a killed earlier run: its daemons, bridge, chains, cgroups, mounts (tests/realnode.py)
     t0 = time.monotonic()
-    archives = images("pause") + images("generator") + images("init") + images("trainer")
+    archives = images("pause") + images("generator") + images("init") + images("minio") + images("trainer")
     TIMINGS["images"] = time.monotonic() - t0
     tmp = tmp_path_factory.mktemp("realnode")
     cluster = RealCluster(tmp / "cluster")
@@ -113,6 +132,40 @@ ports: [{{name: s3, port: {minio.port}, protocol: TCP}}]
 
 def describe(cluster, ns: str) -> str:
     return cluster.kubectl("describe", "pods", "-n", ns, check=False).stdout[-6000:]
+
+
+def store_keys(cluster, ns: str, secret: str) -> dict[str, str]:
+    """A store credentials Secret's keys, as the README reads them (kubectl get secret ... | base64 -d)."""
+    data = get(cluster, "secret", secret, "-n", ns)["data"]
+    return {k: base64.b64decode(data[k]).decode() for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+
+
+@contextlib.contextmanager
+def store_port_forward(cluster, ns: str, log: Path):
+    """The README's ``kubectl port-forward svc/ssrl-minio`` from outside the cluster: yields the settings a user's
+    shell then has (endpoint + the root keys read from the ``ssrl-store`` Secret). kubectl exits ("lost
+    connection to pod") when MinIO resets a connection, which it does on a refused upload, so it runs in a loop,
+    as the README advises. Its output goes to ``log``: a pipe nobody reads fills up and stalls it."""
+    port, stop = free_port(), threading.Event()
+    cmd = [str(tool("kubectl")), "-n", ns, "port-forward", "svc/ssrl-minio", f"{port}:9000"]
+
+    def forward() -> None:
+        with log.open("a") as out:
+            while not stop.is_set():
+                proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=cluster.env())
+                while proc.poll() is None and not stop.wait(0.2):
+                    pass
+                proc.kill()
+                proc.wait()
+
+    thread = threading.Thread(target=forward, daemon=True)
+    thread.start()
+    try:
+        wait_for("kubectl port-forward listening", lambda: log.exists() and "Forwarding from" in log.read_text(), 60)
+        yield {**cluster.env(), "SSRL_S3_ENDPOINT": f"http://127.0.0.1:{port}", **store_keys(cluster, ns, "ssrl-store")}
+    finally:
+        stop.set()
+        thread.join(30)
 
 
 def test_node_is_real_and_advertises_gpus(tier) -> None:
@@ -378,19 +431,20 @@ def logs(cluster, ns: str) -> str:
 
 
 def test_helm_release_on_real_pods(tier, tmp_path: Path) -> None:
-    """The README's deployment steps 2-6 with the chart, on real pods, against an external store (the test's
-    MinIO by Service name: the bundled MinIO's image is built from Go sources, which this tier does not build):
-    `helm install` with no jobs runs the bucket-init hook as a real container (it creates the bucket everything
-    after writes to) and `helm test`'s pod; sources, base model and held-out tasks go in from outside; `helm
-    upgrade` enabling generate and train starts both, the trainer waiting for the dataset's manifest, the
-    generator Indexed Job commits its shards and the chart's PyTorchJob trains and commits; `helm upgrade` with
-    a new trainer tag and eval enabled replaces the PyTorchJob (which resumes at its last step) and runs the
-    evaluation Job, whose report lands in the store; `helm uninstall` leaves no pod."""
+    """The README's deployment steps 2-6 with the chart and its bundled MinIO, on real pods: `helm install` with
+    no jobs starts MinIO (the image built from docker/minio.Dockerfile, its volume bound to a local
+    PersistentVolume) and runs the bucket-init hook and `helm test`'s pod as real containers; sources, base model
+    and held-out tasks go in from outside through `kubectl port-forward` with the root credentials read from the
+    chart's Secret; `helm upgrade` enabling generate and train starts both, the trainer waiting for the dataset's
+    manifest; `ssrl jobs status` shows the step rank 0 wrote; `ssrl ckpt pull` with the read-only credentials
+    fetches weights that load; `helm upgrade` with a new trainer tag and eval replaces the PyTorchJob (which
+    resumes at its last step) and runs the evaluation, whose report lands in the store; the NetworkPolicies
+    (not enforced by the bridge CNI) admit every real pod that talks to MinIO, and only those; `helm uninstall`
+    leaves no pod."""
     from minio import Minio
 
-    cluster, node, minio = tier
-    env = {**cluster.env(), **minio.env()}
-    helm, ns, bucket = str(tool("helm")), "rel", "rel"
+    cluster, node, _ = tier
+    helm, ns, bucket = str(tool("helm")), "rel", "ssrl"
 
     def run(*args: str, timeout: float = 900) -> str:
         r = subprocess.run([helm, *args], capture_output=True, text=True, env=cluster.env(), timeout=timeout)
@@ -408,15 +462,32 @@ def test_helm_release_on_real_pods(tier, tmp_path: Path) -> None:
         return [o["metadata"]["name"] for o in get(cluster, kind, "-n", ns)["items"]
                 if o["metadata"]["labels"].get("app.kubernetes.io/component") == component]
 
-    store_for_pods(cluster, ns, minio)  # Secret ssrl-store (root credentials) and Service minio
+    # A local PersistentVolume for MinIO's claim, as a cluster's default StorageClass would provision one.
+    data = tmp_path / "minio-data"
+    data.mkdir(mode=0o777)
+    data.chmod(0o777)
+    cluster.kubectl("apply", "-f", "-", input=f"""apiVersion: v1
+kind: PersistentVolume
+metadata: {{name: realnode-minio}}
+spec:
+  capacity: {{storage: 2Gi}}
+  accessModes: [ReadWriteOnce]
+  storageClassName: realnode-local
+  persistentVolumeReclaimPolicy: Retain
+  hostPath: {{path: "{data}", type: Directory}}
+""")
     node.ctr("images", "tag", TRAINER_IMAGE, TRAINER_IMAGE + "-b")  # the upgrade's "new" trainer tag
     values = tmp_path / "values.yaml"
     values.write_text(f"""images:
   registry: localhost
   generator: {{tag: realnode, pullPolicy: Never}}
   trainer: {{tag: realnode, pullPolicy: Never}}
-store: {{bucket: {bucket}, endpoint: "http://minio:9000", existingSecret: ssrl-store}}
-minio: {{enabled: false}}
+  minio: {{tag: realnode, pullPolicy: Never}}
+store: {{bucket: {bucket}}}
+minio:
+  persistence: {{size: 1Gi, storageClass: realnode-local}}
+  resources: {{requests: {{cpu: 50m, memory: 256Mi}}, limits: {{cpu: "1", memory: 2Gi}}}}
+networkPolicy: {{enabled: true, defaultDeny: true}}
 bucketInit:
   resources: {{requests: {{cpu: 50m, memory: 64Mi}}, limits: {{cpu: "1", memory: 512Mi}}}}
 generate:
@@ -431,17 +502,7 @@ train:
   scratchSize: 4Gi
   shmSize: 512Mi
   config: |
-    deepspeed: zero2
-    max_steps: 2
-    save_steps: 1
-    max_completion_length: 12
-    min_pixels: 3136
-    max_pixels: 12544
-    per_device_train_batch_size: 4
-    num_generations: 2
-    report_to: []
-    max_samples: 32
-  extraEnv: [{{name: OMP_NUM_THREADS, value: "1"}}]
+{textwrap.indent(TRAIN_CONFIG, "    ")}  extraEnv: [{{name: OMP_NUM_THREADS, value: "1"}}]
   resources: {{requests: {{cpu: 50m, memory: 1Gi}}, limits: {{cpu: "2", memory: 6Gi}}}}
   nodeSelector: {{kubernetes.io/hostname: {NODE}}}
 eval:
@@ -453,49 +514,170 @@ eval:
   resources: {{requests: {{cpu: 50m, memory: 512Mi}}, limits: {{cpu: "2", memory: 4Gi}}}}
   nodeSelector: {{kubernetes.io/hostname: {NODE}}}
 """)
-    # 2. The store first, no jobs: the post-install hook (a real pod) creates the bucket; nothing else does.
+    # 2. The store first, no jobs: MinIO starts on its volume; the post-install hook (a real pod) makes the bucket.
     t0 = time.monotonic()
-    client = Minio(f"{GATEWAY}:{minio.port}", ACCESS_KEY, SECRET_KEY, secure=False)
-    assert not client.bucket_exists(bucket)
-    assert "STATUS: deployed" in run("install", "rel", str(ROOT / "helm" / "ssrl"), "-n", ns, "-f", str(values),
-                                     "--wait", "--timeout", "5m")
-    assert client.bucket_exists(bucket), "the bucket-init hook did not create the bucket"
-    test = run("test", "rel", "-n", ns, "--timeout", "5m")
+    assert "STATUS: deployed" in run("install", "ssrl", str(ROOT / "helm" / "ssrl"), "-n", ns, "--create-namespace",
+                                     "-f", str(values), "--wait", "--timeout", "5m")
+    test = run("test", "ssrl", "-n", ns, "--timeout", "5m")
     assert re.search(r"^Phase:\s+Succeeded$", test, re.M), test
+    assert get(cluster, "pvc", "data-ssrl-minio-0", "-n", ns)["spec"]["volumeName"] == "realnode-minio"
     TIMINGS["helm: install + test"] = time.monotonic() - t0
-    # 3. Sources, base model and held-out tasks from outside.
-    ssrl_cli(env, "synth", str(tmp_path / "synth"), "--count", "6", "--seed", "5")
-    ssrl_cli(env, "store", "upload", str(tmp_path / "synth"), f"s3://{bucket}/sources/images")
-    ssrl_cli(env, "tiny-model", str(tmp_path / "tiny"))
-    ssrl_cli(env, "model", "push", str(tmp_path / "tiny"), f"s3://{bucket}/models/base")
-    ssrl_cli(env, "synth", str(tmp_path / "heldout"), "--count", "2", "--seed", "6")
-    ssrl_cli(env, "generate", "-i", str(tmp_path / "heldout"), "-o", f"s3://{bucket}/tasks/heldout")
-    # 4. Generate and train together; the trainer waits for the dataset's manifest.
-    t0 = time.monotonic()
-    run("upgrade", "rel", str(ROOT / "helm" / "ssrl"), "-n", ns, "--reuse-values", "--set", "generate.enabled=true",
-        "--set", "train.enabled=true", "--timeout", "5m")
-    [gen_job], [train_job] = named("jobs", "generate"), named("pytorchjobs", "train")
-    wait_for("the chart's PyTorchJob Succeeded", lambda: succeeded("pytorchjob", train_job), 1200,
-             diagnose=lambda: describe(cluster, ns) + logs(cluster, ns))
-    TIMINGS["helm: generate + train"] = time.monotonic() - t0
-    assert succeeded("job", gen_job)
-    master_log = cluster.kubectl("logs", "-n", ns, f"{train_job}-master-0").stdout
-    assert "trained to step 2" in master_log, master_log[-3000:]
-    # 6. A new trainer tag and eval: a new PyTorchJob (the old one is deleted) that resumes at step 2, and the eval.
-    t0 = time.monotonic()
-    run("upgrade", "rel", str(ROOT / "helm" / "ssrl"), "-n", ns, "--reuse-values", "--set",
-        "images.trainer.tag=realnode-b", "--set", "eval.enabled=true", "--timeout", "5m")
-    [eval_job], [train_b] = named("jobs", "eval"), named("pytorchjobs", "train")
-    assert train_b != train_job
-    wait_for("the eval Job and the new PyTorchJob done", lambda: succeeded("job", eval_job) and succeeded(
-        "pytorchjob", train_b), 900, diagnose=lambda: describe(cluster, ns) + logs(cluster, ns))
-    TIMINGS["helm: upgrade to evaluated"] = time.monotonic() - t0
-    pod = get(cluster, "pods", "-n", ns, "-l", f"job-name={eval_job}")["items"][0]
-    assert pod["spec"]["containers"][0]["image"] == TRAINER_IMAGE + "-b"
-    assert "resumed from committed step 2" in cluster.kubectl("logs", "-n", ns, f"{train_b}-master-0").stdout
-    report = ssrl_cli(env, "store", "ls", f"s3://{bucket}/evals/main").stdout
-    assert "results.md" in report, report
-    run("uninstall", "rel", "-n", ns, "--wait", "--timeout", "5m")
+    # 3. From outside, as the README does: port-forward to the MinIO Service, root credentials from the Secret.
+    with store_port_forward(cluster, ns, tmp_path / "port-forward.log") as root:
+        port = root["SSRL_S3_ENDPOINT"].rsplit(":", 1)[1]
+        reader = {**root, **store_keys(cluster, ns, "ssrl-store-reader")}
+        client = Minio(f"127.0.0.1:{port}", root["AWS_ACCESS_KEY_ID"], root["AWS_SECRET_ACCESS_KEY"], secure=False)
+        assert client.bucket_exists(bucket), "the bucket-init hook did not create the bucket"
+        ssrl_cli(root, "synth", str(tmp_path / "synth"), "--count", "6", "--seed", "5")
+        ssrl_cli(root, "store", "upload", str(tmp_path / "synth"), f"s3://{bucket}/sources/images")
+        ssrl_cli(root, "tiny-model", str(tmp_path / "tiny"))
+        ssrl_cli(root, "model", "push", str(tmp_path / "tiny"), f"s3://{bucket}/models/base")
+        ssrl_cli(root, "synth", str(tmp_path / "heldout"), "--count", "2", "--seed", "6")
+        ssrl_cli(root, "generate", "-i", str(tmp_path / "heldout"), "-o", f"s3://{bucket}/tasks/heldout")
+        # 4. Generate and train together; the trainer waits for the dataset's manifest.
+        t0 = time.monotonic()
+        run("upgrade", "ssrl", str(ROOT / "helm" / "ssrl"), "-n", ns, "--reuse-values", "--set",
+            "generate.enabled=true", "--set", "train.enabled=true", "--timeout", "5m")
+        [gen_job], [train_job] = named("jobs", "generate"), named("pytorchjobs", "train")
+        wait_for("the chart's PyTorchJob Succeeded", lambda: succeeded("pytorchjob", train_job), 1200,
+                 diagnose=lambda: describe(cluster, ns) + logs(cluster, ns))
+        TIMINGS["helm: generate + train"] = time.monotonic() - t0
+        assert succeeded("job", gen_job)
+        assert "trained to step 2" in cluster.kubectl("logs", "-n", ns, f"{train_job}-master-0").stdout
+        status = json.loads(ssrl_cli(root, "jobs", "status", train_job, "-n", ns, "--json").stdout)
+        assert status["progress"]["step"] == 2 and status["progress"]["max_steps"] == 2, status
+        # 5. The trained model with the read-only credentials, which cannot write.
+        ssrl_cli(reader, "ckpt", "pull", f"s3://{bucket}/checkpoints/main", str(tmp_path / "trained"),
+                 "--weights-only")
+        from transformers import AutoModelForImageTextToText
+
+        AutoModelForImageTextToText.from_pretrained(tmp_path / "trained")
+        denied = subprocess.run([sys.executable, "-m", "ssrl", "store", "upload", str(tmp_path / "synth"),
+                                 f"s3://{bucket}/sources/other"], capture_output=True, text=True, env=reader,
+                                timeout=120, cwd=ROOT)
+        assert denied.returncode != 0 and "AccessDenied" in denied.stderr + denied.stdout, denied
+        # 6. A new trainer tag and eval: a new PyTorchJob (the old one deleted) that resumes at step 2, and the eval.
+        t0 = time.monotonic()
+        run("upgrade", "ssrl", str(ROOT / "helm" / "ssrl"), "-n", ns, "--reuse-values", "--set",
+            "images.trainer.tag=realnode-b", "--set", "eval.enabled=true", "--timeout", "5m")
+        [eval_job], [train_b] = named("jobs", "eval"), named("pytorchjobs", "train")
+        assert train_b != train_job
+        wait_for("the eval Job and the new PyTorchJob done", lambda: succeeded("job", eval_job) and succeeded(
+            "pytorchjob", train_b), 900, diagnose=lambda: describe(cluster, ns) + logs(cluster, ns))
+        TIMINGS["helm: upgrade to evaluated"] = time.monotonic() - t0
+        pod = get(cluster, "pods", "-n", ns, "-l", f"job-name={eval_job}")["items"][0]
+        assert pod["spec"]["containers"][0]["image"] == TRAINER_IMAGE + "-b"
+        assert "resumed from committed step 2" in cluster.kubectl("logs", "-n", ns, f"{train_b}-master-0").stdout
+        assert "results.md" in ssrl_cli(root, "store", "ls", f"s3://{bucket}/evals/main").stdout
+    # The policies (the bridge CNI does not enforce them) against the pods that ran: the job pods still here, and
+    # the hook pods (deleted once they succeed) as `helm get hooks` rendered them: every component that uses the
+    # store reaches MinIO, Master and Worker reach each other, a pod outside the release reaches neither.
+    policies = [{**p, "kind": "NetworkPolicy"} for p in get(cluster, "networkpolicies", "-n", ns)["items"]]
+    labels = [p["metadata"]["labels"] for p in get(cluster, "pods", "-n", ns)["items"]]
+    for hook in yaml.safe_load_all(run("get", "hooks", "ssrl", "-n", ns)):
+        if hook and hook["kind"] in ("Job", "Pod"):
+            labels.append((hook["spec"]["template"] if hook["kind"] == "Job" else hook)["metadata"]["labels"])
+    live: dict[str, list] = {}
+    for ls in labels:
+        live.setdefault(ls.get("app.kubernetes.io/component", "?"), []).append((str(ls), Endpoint(ns, ls)))
+    assert {"minio", "bucket-init", "generate", "train", "eval", "test"} <= set(live), sorted(live)
+    check_network(policies, live, minio=True, default_deny=True, namespace=ns)
+    run("uninstall", "ssrl", "-n", ns, "--wait", "--timeout", "5m")
     wait_for("no pod left running", lambda: not [
         p for p in get(cluster, "pods", "-n", ns)["items"] if p["status"].get("phase") in ("Pending", "Running")],
         120, diagnose=lambda: describe(cluster, ns))
+
+
+def test_kustomize_dev_overlay_generates_and_trains(tier, tmp_path: Path) -> None:
+    """`kubectl apply --server-side -k` of an overlay on k8s/overlays/dev (what a user on a small cluster writes:
+    local image names, requests that fit one 2-core node, a StorageClass, a few training steps), then the README's
+    uploads through `kubectl port-forward`: bucket-init (a real pod) makes the bucket and the scoped users; the
+    generator Job, suspended until the upload is done, is started as the README says and its 2 shards commit the
+    dataset with no failed pod; the single-Master trainer, started at apply, waits for the manifest and commits
+    its steps; the eval Job stays suspended; deleting the overlay leaves no pod."""
+    from tests.test_deploy import k8s_tree
+
+    cluster, _node, _ = tier
+    ns, tree = "ssrl", k8s_tree()
+    data = tmp_path / "minio-data"
+    data.mkdir()
+    data.chmod(0o777)
+    small = "{requests: {cpu: 50m, memory: 128Mi}, limits: {cpu: '1', memory: 2Gi}}"
+    overlay = tree / "overlays" / "realnode"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(f"""apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources: [../dev]
+images:
+  - {{name: ghcr.io/ssrl/ssrl-generator, newName: localhost/ssrl-generator, newTag: realnode}}
+  - {{name: ghcr.io/ssrl/ssrl-trainer, newName: localhost/ssrl-trainer, newTag: realnode}}
+  - {{name: ghcr.io/ssrl/ssrl-minio, newName: localhost/ssrl-minio, newTag: realnode}}
+patches:
+  - target: {{kind: ConfigMap, name: ssrl-train}}
+    patch: |-
+      - op: replace
+        path: /data/train.yaml
+        value: |
+{textwrap.indent(TRAIN_CONFIG, "          ")}  - target: {{kind: PyTorchJob, name: ssrl-train}}
+    patch: |-
+      - op: replace
+        path: /spec/pytorchReplicaSpecs/Master/template/spec/containers/0/resources
+        value:
+          requests: {{cpu: 50m, memory: 1Gi, nvidia.com/gpu: 1}}
+          limits: {{cpu: '2', memory: 6Gi, nvidia.com/gpu: 1}}
+      - op: add
+        path: /spec/pytorchReplicaSpecs/Master/template/spec/containers/0/env/-
+        value: {{name: OMP_NUM_THREADS, value: "1"}}
+  - target: {{kind: Job, name: ssrl-generate}}
+    patch: |-
+      - {{op: replace, path: /spec/template/spec/containers/0/resources, value: {small}}}
+  - target: {{kind: Job, name: ssrl-bucket-init}}
+    patch: |-
+      - {{op: replace, path: /spec/template/spec/containers/0/resources, value: {small}}}
+  - target: {{kind: StatefulSet, name: ssrl-minio}}
+    patch: |-
+      - {{op: replace, path: /spec/template/spec/containers/0/resources, value: {small}}}
+      - {{op: add, path: /spec/volumeClaimTemplates/0/spec/storageClassName, value: realnode-local-k}}
+""")
+    cluster.kubectl("apply", "-f", "-", input=f"""apiVersion: v1
+kind: PersistentVolume
+metadata: {{name: realnode-minio-k}}
+spec:
+  capacity: {{storage: 20Gi}}
+  accessModes: [ReadWriteOnce]
+  storageClassName: realnode-local-k
+  persistentVolumeReclaimPolicy: Retain
+  hostPath: {{path: "{data}", type: Directory}}
+""")
+    t0 = time.monotonic()
+    cluster.kubectl("apply", "--server-side", "-k", str(overlay), timeout=120)
+
+    def complete(kind: str, name: str) -> bool:
+        conds = {c["type"]: c["status"] for c in get(cluster, kind, name, "-n", ns).get("status", {})
+                 .get("conditions", [])}
+        if conds.get("Failed") == "True":
+            raise AssertionError(f"{kind} {name} failed:\n{describe(cluster, ns)}\n{logs(cluster, ns)}")
+        return conds.get("Complete") == "True" or conds.get("Succeeded") == "True"
+
+    wait_for("bucket-init Complete (MinIO up, bucket and users made)", lambda: complete("job", "ssrl-bucket-init"),
+             300, diagnose=lambda: describe(cluster, ns) + logs(cluster, ns))
+    with store_port_forward(cluster, ns, tmp_path / "port-forward.log") as root:
+        ssrl_cli(root, "synth", str(tmp_path / "synth"), "--count", "6", "--seed", "7")
+        ssrl_cli(root, "store", "upload", str(tmp_path / "synth"), "s3://ssrl/sources/images")
+        ssrl_cli(root, "tiny-model", str(tmp_path / "tiny"))
+        ssrl_cli(root, "model", "push", str(tmp_path / "tiny"), "s3://ssrl/models/base")
+        assert not get(cluster, "pods", "-n", ns, "-l", "job-name=ssrl-generate")["items"]  # suspended until now
+        cluster.kubectl("patch", "job", "ssrl-generate", "-n", ns, "--type", "merge", "-p",
+                        '{"spec":{"suspend":false}}')
+        wait_for("the generator's 2 shards and the trainer done", lambda: complete("job", "ssrl-generate") and
+                 complete("pytorchjob", "ssrl-train"), 1200, diagnose=lambda: describe(cluster, ns) + logs(cluster, ns))
+        TIMINGS["kustomize dev: apply to trained"] = time.monotonic() - t0
+        gen_status = get(cluster, "job", "ssrl-generate", "-n", ns)["status"]
+        assert gen_status["succeeded"] == 2 and not gen_status.get("failed"), gen_status
+        assert "trained to step 2" in cluster.kubectl("logs", "-n", ns, "ssrl-train-master-0").stdout
+        listing = ssrl_cli(root, "store", "ls", "s3://ssrl/checkpoints/main").stdout
+        assert "step-2" in listing, listing
+    assert get(cluster, "job", "ssrl-eval", "-n", ns)["spec"]["suspend"] is True
+    assert not get(cluster, "pods", "-n", ns, "-l", "job-name=ssrl-eval")["items"]
+    cluster.kubectl("delete", "-k", str(overlay), "--wait", "--timeout", "5m", timeout=330)
+    assert not get(cluster, "pods", "-n", ns, "-l", "app.kubernetes.io/part-of=ssrl")["items"]
