@@ -96,13 +96,16 @@ class S3Server:
         raise RuntimeError(f"{self.kind} not ready after {timeout}s: {self.log.read_text()[-2000:]}")
 
     def _ready(self) -> bool:
+        import urllib3
         from minio import Minio
 
         try:
             if self.kind == "minio":
                 urllib.request.urlopen(f"{self.endpoint}/minio/health/ready", timeout=1).close()
-            client = Minio(f"127.0.0.1:{self.port}", ACCESS_KEY, SECRET_KEY, secure=False)
-            client.list_buckets()
+            # No retries: urllib3 would honour a Retry-After for minutes (seen when another test's server had
+            # taken the port first); failing fast lets start() see that its own process exited and try new ports.
+            http = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=1, read=5))
+            Minio(f"127.0.0.1:{self.port}", ACCESS_KEY, SECRET_KEY, secure=False, http_client=http).list_buckets()
             return True
         except Exception:
             return False
