@@ -435,12 +435,12 @@ def test_helm_release_on_real_pods(tier, tmp_path: Path) -> None:
     no jobs starts MinIO (the image built from docker/minio.Dockerfile, its volume bound to a local
     PersistentVolume) and runs the bucket-init hook and `helm test`'s pod as real containers; sources, base model
     and held-out tasks go in from outside through `kubectl port-forward` with the root credentials read from the
-    chart's Secret; `helm upgrade` enabling generate and train starts both, the trainer waiting for the dataset's
-    manifest; `ssrl jobs status` shows the step rank 0 wrote; `ssrl ckpt pull` with the read-only credentials
-    fetches weights that load; `helm upgrade` with a new trainer tag and eval replaces the PyTorchJob (which
-    resumes at its last step) and runs the evaluation, whose report lands in the store; the NetworkPolicies
-    (not enforced by the bridge CNI) admit every real pod that talks to MinIO, and only those; `helm uninstall`
-    leaves no pod."""
+    chart's Secret; `helm upgrade` enabling generate and train starts both, the trainer (Master + Worker, ZeRO-2
+    on gloo) waiting for the dataset's manifest; `ssrl jobs status` shows the step rank 0 wrote; `ssrl ckpt
+    pull` with the read-only credentials fetches weights that load; `helm upgrade` with a new trainer tag and
+    eval replaces the PyTorchJob (which resumes at its last step) and runs the evaluation, whose report lands in
+    the store; the NetworkPolicies (not enforced by the bridge CNI) admit every real pod that talks to MinIO, and
+    only those; `helm uninstall` leaves no pod."""
     from minio import Minio
 
     cluster, node, _ = tier
@@ -498,6 +498,7 @@ generate:
   nodeSelector: {{kubernetes.io/hostname: {NODE}}}
 train:
   enabled: false
+  workers: 1
   gpusPerNode: 1
   scratchSize: 4Gi
   shmSize: 512Mi
@@ -544,6 +545,8 @@ eval:
         TIMINGS["helm: generate + train"] = time.monotonic() - t0
         assert succeeded("job", gen_job)
         assert "trained to step 2" in cluster.kubectl("logs", "-n", ns, f"{train_job}-master-0").stdout
+        worker = get(cluster, "pod", f"{train_job}-worker-0", "-n", ns)
+        assert worker["status"]["phase"] == "Succeeded", worker["status"]
         status = json.loads(ssrl_cli(root, "jobs", "status", train_job, "-n", ns, "--json").stdout)
         assert status["progress"]["step"] == 2 and status["progress"]["max_steps"] == 2, status
         # 5. The trained model with the read-only credentials, which cannot write.
