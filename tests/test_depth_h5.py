@@ -158,3 +158,16 @@ def test_corrupt_chunk_is_a_reject() -> None:
         _read_h5_chunks(f["depth"], bytes(data))
     with pytest.raises(RejectError, match="corrupt"):  # h5py, asked next, fails too and says why
         read_depth(bytes(data), "x.h5")
+
+
+def test_a_chunk_that_inflates_past_its_size_is_rejected_without_inflating_it_all() -> None:
+    """A deflate bomb in one chunk (64 MB of zeros in ~64 kB): refused with the chunk named, after inflating at most
+    one chunk's size, instead of handed to h5py, whose filter grows its buffer to the whole bomb."""
+    import zlib
+
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        ds = f.create_dataset("depth", shape=(64, 64), dtype="f4", chunks=(64, 64), compression="gzip")
+        ds.id.write_direct_chunk((0, 0), zlib.compress(bytes(64 << 20), 9))
+    with pytest.raises(RejectError, match="inflates past"):
+        read_depth(buf.getvalue(), "x.h5")

@@ -123,6 +123,8 @@ def _read_h5(data: bytes, fmt: DepthFormat) -> np.ndarray:
             _check_pixels(node.shape, fmt, f"HDF5 dataset {fmt.h5_key!r}")
             try:
                 fast = _read_h5_chunks(node, data)
+            except RejectError:
+                raise
             except Exception:  # a chunk that does not inflate to its size: h5py reads it or says why it cannot
                 fast = None
             return fast if fast is not None else np.asarray(node[()])
@@ -180,9 +182,11 @@ def _read_h5_chunks(node: Any, data: bytes) -> np.ndarray | None:
             if info.filter_mask & (1 << i):
                 continue  # this filter was skipped for this chunk (an optional filter that did not help)
             if pipeline[i] == h5py.h5z.FILTER_DEFLATE:
-                raw = zlib_ng.decompress(raw, bufsize=nbytes)
+                raw = zlib_ng.decompressobj().decompress(raw, nbytes + 1)  # bounded: a bomb stops at its size
             elif dtype.itemsize > 1:  # shuffle: byte k of every element was stored together
                 raw = np.frombuffer(raw, np.uint8).reshape(dtype.itemsize, -1).T.tobytes()
+        if len(raw) > nbytes:  # h5py's inflate would grow its buffer to the bomb's full size: refuse here
+            raise RejectError(f"HDF5 chunk at {info.chunk_offset} inflates past its {nbytes} bytes")
         if len(raw) != nbytes:
             raise ValueError(f"chunk at {info.chunk_offset} holds {len(raw)} bytes, expected {nbytes}")
         offset = info.chunk_offset  # edge chunks are stored whole: both slices stop at the dataset's edge
