@@ -101,6 +101,8 @@ class Timing:
     """Process CPU time / wall time over the runs: well below 1 means something else took the CPU."""
     others: float
     """CPU cores used by other processes (and stolen by the hypervisor) on average meanwhile."""
+    min_cpu_s: float = 0.0
+    """Fastest process CPU time of one call: what a shared machine's load moves least."""
 
     @property
     def ms(self) -> float:
@@ -117,19 +119,22 @@ def measure(fns: dict[str, Callable[[], object]], settings: Settings) -> dict[st
     for fn in fns.values():
         fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
+    cpus: dict[str, list[float]] = {name: [] for name in fns}
     rounds = 0
     start, cpu_start, busy_start = time.perf_counter(), time.process_time(), machine_busy_s()
     while rounds < settings.min_rounds or (
         time.perf_counter() - start < settings.min_seconds and rounds < settings.max_rounds
     ):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
             times[name].append(time.perf_counter() - t0)
+            cpus[name].append(time.process_time() - c0)
         rounds += 1
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     others = max(0.0, machine_busy_s() - busy_start - cpu) / wall
-    return {name: Timing(statistics.median(ts), min(ts), len(ts), cpu / wall, others) for name, ts in times.items()}
+    return {name: Timing(statistics.median(ts), min(ts), len(ts), cpu / wall, others, min(cpus[name]))
+            for name, ts in times.items()}
 
 
 # ------------------------------------------------------------------------------------------ machine
@@ -749,18 +754,6 @@ def report_side_by_side(sbs: dict[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------------------------------ decoders (issue 14 §3)
-def cpu_ms(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
-    """Fastest CPU milliseconds of each function over interleaved rounds (a, b, c, a, b, c, ...): a shared
-    machine slows all of them alike, so the ratios hold."""
-    best = dict.fromkeys(fns, float("inf"))
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            t0 = time.process_time()
-            fn()
-            best[name] = min(best[name], (time.process_time() - t0) * 1e3)
-    return best
-
-
 def _optional(module: str) -> Any:
     import importlib
 
@@ -768,6 +761,12 @@ def _optional(module: str) -> Any:
         return importlib.import_module(module)
     except ImportError:
         return None
+
+
+def cpu_ms(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Fastest CPU milliseconds of each function over exactly ``rounds`` interleaved rounds (``measure``)."""
+    settings = Settings(rounds, 0.0, rounds, (), 0, 0, 0)
+    return {name: t.min_cpu_s * 1e3 for name, t in measure(fns, settings).items()}
 
 
 def bench_decoder_libraries(reference: Path, rounds: int) -> dict[str, Any]:
