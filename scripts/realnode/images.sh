@@ -41,13 +41,16 @@ CONF
 export CONTAINERS_CONF="$CACHE/containers.conf"
 pm() { podman --root "$CACHE/podman/root" --runroot "$CACHE/podman/run" --storage-driver overlay "$@"; }
 
+# REF from podman's storage as an OCI archive at OUT, written whole or not at all.
+archive() { pm save --format oci-archive -o "$2.tmp" "$1" >&2 && mv "$2.tmp" "$2"; }
+
 pause() {
   local out=$CACHE/pause.oci.tar
   if [ ! -s "$out" ]; then
     local tmp; tmp=$(mktemp -d)
     gcc -static -Os -o "$tmp/pause" "$root/scripts/realnode/pause.c" && strip "$tmp/pause"
     tar -C "$tmp" -c pause | pm import --change 'ENTRYPOINT ["/pause"]' - localhost/ssrl-pause:1 >&2
-    pm save --format oci-archive -o "$out.tmp" localhost/ssrl-pause:1 >&2 && mv "$out.tmp" "$out"
+    archive localhost/ssrl-pause:1 "$out"
     rm -rf "$tmp"
   fi
   echo "$out"
@@ -69,7 +72,7 @@ base() {
     cp /etc/ssl/certs/ca-certificates.crt "$rootfs/etc/ssl/certs/ca-certificates.crt"
     printf '[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n' >"$rootfs/etc/pip.conf"
     tar -C "$rootfs" --exclude=./.complete -c . | pm import --change 'CMD ["python3"]' - "localhost/ssrl-base:$SUITE" >&2
-    pm save --format oci-archive -o "$out.tmp" "localhost/ssrl-base:$SUITE" >&2 && mv "$out.tmp" "$out"
+    archive "localhost/ssrl-base:$SUITE" "$out"
   fi
   echo "$out"
 }
@@ -92,7 +95,7 @@ generator() {
       -t localhost/ssrl-generator:realnode "$root" >&2
     rm -f "$CACHE"/generator-*.oci.tar
     pm image prune -f >/dev/null  # the previous build's now untagged layers
-    pm save --format oci-archive -o "$out.tmp" localhost/ssrl-generator:realnode >&2 && mv "$out.tmp" "$out"
+    archive localhost/ssrl-generator:realnode "$out"
   fi
   echo "$out"
 }
@@ -113,7 +116,7 @@ init() {
     printf 'FROM localhost/ssrl-base:%s\nCOPY nslookup /usr/local/bin/nslookup\n' "$SUITE" \
       | pm build -t localhost/ssrl-init:1 -f - "$ctx" >&2
     rm -rf "$ctx"
-    pm save --format oci-archive -o "$out.tmp" localhost/ssrl-init:1 >&2 && mv "$out.tmp" "$out"
+    archive localhost/ssrl-init:1 "$out"
   fi
   echo "$out"
 }
@@ -135,7 +138,7 @@ golang() {
 minio() {
   local go_image sum out
   go_image=$(golang)
-  sum=$(cd "$root" && cat docker/minio.Dockerfile | sha256sum | cut -c1-12)
+  sum=$(sha256sum <"$root/docker/minio.Dockerfile" | cut -c1-12)
   out=$CACHE/minio-$sum.oci.tar
   if [ ! -s "$out" ]; then
     mkdir -p "$CACHE/go-build" "$(go env GOMODCACHE)"
@@ -144,7 +147,7 @@ minio() {
       -f "$root/docker/minio.Dockerfile" -t localhost/ssrl-minio:realnode "$root" >&2
     rm -f "$CACHE"/minio-*.oci.tar
     pm image prune -f >/dev/null
-    pm save --format oci-archive -o "$out.tmp" localhost/ssrl-minio:realnode >&2 && mv "$out.tmp" "$out"
+    archive localhost/ssrl-minio:realnode "$out"
   fi
   echo "$out"
 }
