@@ -134,6 +134,38 @@ def describe(cluster, ns: str) -> str:
     return cluster.kubectl("describe", "pods", "-n", ns, check=False).stdout[-6000:]
 
 
+def conditions(cluster, kind: str, name: str, ns: str) -> dict[str, str]:
+    """A Job's or PyTorchJob's status conditions by type; raises, with the pods' state and logs, once it failed."""
+    conds = {c["type"]: c["status"] for c in get(cluster, kind, name, "-n", ns).get("status", {})
+             .get("conditions", [])}
+    if conds.get("Failed") == "True":
+        raise AssertionError(f"{kind} {name} failed:\n{describe(cluster, ns)}\n{logs(cluster, ns)}")
+    return conds
+
+
+def finished(cluster, kind: str, name: str, ns: str) -> bool:
+    """Whether a Job (Complete) or PyTorchJob (Succeeded) is done; raises once it failed."""
+    conds = conditions(cluster, kind, name, ns)
+    return conds.get("Succeeded") == "True" or conds.get("Complete") == "True"
+
+
+def local_volume(cluster, path: Path, name: str, storage_class: str, size: str) -> None:
+    """A hostPath PersistentVolume for the bundled MinIO's claim, as a cluster's provisioner would make one
+    (world-writable, as local-path provisioners create them: MinIO runs as the chart's non-root user)."""
+    path.mkdir()
+    path.chmod(0o777)
+    cluster.kubectl("apply", "-f", "-", input=f"""apiVersion: v1
+kind: PersistentVolume
+metadata: {{name: {name}}}
+spec:
+  capacity: {{storage: {size}}}
+  accessModes: [ReadWriteOnce]
+  storageClassName: {storage_class}
+  persistentVolumeReclaimPolicy: Retain
+  hostPath: {{path: "{path}", type: Directory}}
+""")
+
+
 def store_keys(cluster, ns: str, secret: str) -> dict[str, str]:
     """A store credentials Secret's keys, as the README reads them (kubectl get secret ... | base64 -d)."""
     data = get(cluster, "secret", secret, "-n", ns)["data"]
@@ -366,22 +398,19 @@ def test_trainer_pytorchjob_lost_worker_then_resume(tier, tmp_path: Path) -> Non
         items = get(cluster, "pods", "-n", ns, "-l", f"training.kubeflow.org/job-name={job}")["items"]
         return {p["metadata"]["labels"]["training.kubeflow.org/replica-type"]: p for p in items}
 
-    def failed_or(ok):
-        conds = {c["type"]: c["status"] for c in get(cluster, "pytorchjob", job, "-n", ns).get("status", {}).get(
-            "conditions", [])}
-        if conds.get("Failed") == "True":
-            raise AssertionError(f"PyTorchJob failed:\n{describe(cluster, ns)}\n{logs(cluster, ns)}")
-        return ok(conds)
-
     def diagnose() -> str:
         return describe(cluster, ns) + logs(cluster, ns) + node.log_tail("kubelet")
+
+    def committed() -> int | None:
+        conditions(cluster, "pytorchjob", job, ns)  # raises once the job failed
+        return latest_step(run)
 
     with pytest.MonkeyPatch.context() as mp:
         for k, v in minio.env().items():
             mp.setenv(k, v)
         run = open_store("s3://ssrl/runs/t1")
         # Fault: the Worker pod is lost (deleted at once, as a node loss) after the first committed step.
-        cut = wait_for("a committed step", lambda: failed_or(lambda _: latest_step(run)), 900, diagnose=diagnose)
+        cut = wait_for("a committed step", committed, 900, diagnose=diagnose)
         TIMINGS["trainer: first commit"] = time.monotonic() - t0
         cluster.kubectl("delete", "pod", "-n", ns, f"{job}-worker-0", "--grace-period=0", "--force")
         lost = time.monotonic()
@@ -398,7 +427,7 @@ def test_trainer_pytorchjob_lost_worker_then_resume(tier, tmp_path: Path) -> Non
         cluster.kubectl("delete", "pytorchjob", job, "-n", ns)
         t1 = time.monotonic()
         cluster.kubectl("apply", "-f", "-", input=manifest)
-        wait_for("the resubmitted PyTorchJob Succeeded", lambda: failed_or(lambda c: c.get("Succeeded") == "True"),
+        wait_for("the resubmitted PyTorchJob Succeeded", lambda: finished(cluster, "pytorchjob", job, ns),
                  1200, diagnose=diagnose)
         TIMINGS["trainer: resubmitted job"] = time.monotonic() - t1
         assert latest_step(run) == 6
@@ -451,31 +480,11 @@ def test_helm_release_on_real_pods(tier, tmp_path: Path) -> None:
         assert r.returncode == 0, f"helm {' '.join(args)}:\n{r.stdout}\n{r.stderr}\n{describe(cluster, ns)}"
         return r.stdout
 
-    def succeeded(kind: str, name: str) -> bool:
-        obj = get(cluster, kind, name, "-n", ns)
-        conds = {c["type"]: c["status"] for c in obj.get("status", {}).get("conditions", [])}
-        if conds.get("Failed") == "True":
-            raise AssertionError(f"{kind} {name} failed:\n{describe(cluster, ns)}\n{logs(cluster, ns)}")
-        return conds.get("Succeeded") == "True" or conds.get("Complete") == "True"
-
     def named(kind: str, component: str) -> list[str]:
         return [o["metadata"]["name"] for o in get(cluster, kind, "-n", ns)["items"]
                 if o["metadata"]["labels"].get("app.kubernetes.io/component") == component]
 
-    # A local PersistentVolume for MinIO's claim, as a cluster's default StorageClass would provision one.
-    data = tmp_path / "minio-data"
-    data.mkdir(mode=0o777)
-    data.chmod(0o777)
-    cluster.kubectl("apply", "-f", "-", input=f"""apiVersion: v1
-kind: PersistentVolume
-metadata: {{name: realnode-minio}}
-spec:
-  capacity: {{storage: 2Gi}}
-  accessModes: [ReadWriteOnce]
-  storageClassName: realnode-local
-  persistentVolumeReclaimPolicy: Retain
-  hostPath: {{path: "{data}", type: Directory}}
-""")
+    local_volume(cluster, tmp_path / "minio-data", "realnode-minio", "realnode-local", "2Gi")
     node.ctr("images", "tag", TRAINER_IMAGE, TRAINER_IMAGE + "-b")  # the upgrade's "new" trainer tag
     values = tmp_path / "values.yaml"
     values.write_text(f"""images:
@@ -540,10 +549,10 @@ eval:
         run("upgrade", "ssrl", str(ROOT / "helm" / "ssrl"), "-n", ns, "--reuse-values", "--set",
             "generate.enabled=true", "--set", "train.enabled=true", "--timeout", "5m")
         [gen_job], [train_job] = named("jobs", "generate"), named("pytorchjobs", "train")
-        wait_for("the chart's PyTorchJob Succeeded", lambda: succeeded("pytorchjob", train_job), 1200,
+        wait_for("the chart's PyTorchJob Succeeded", lambda: finished(cluster, "pytorchjob", train_job, ns), 1200,
                  diagnose=lambda: describe(cluster, ns) + logs(cluster, ns))
         TIMINGS["helm: generate + train"] = time.monotonic() - t0
-        assert succeeded("job", gen_job)
+        assert finished(cluster, "job", gen_job, ns)
         assert "trained to step 2" in cluster.kubectl("logs", "-n", ns, f"{train_job}-master-0").stdout
         # Both ranks trained: each pod's optimizer shard is in the commit (a Worker still running when the Master
         # finishes is removed by cleanPodPolicy Running, so its pod's phase proves nothing).
@@ -567,8 +576,9 @@ eval:
             "images.trainer.tag=realnode-b", "--set", "eval.enabled=true", "--timeout", "5m")
         [eval_job], [train_b] = named("jobs", "eval"), named("pytorchjobs", "train")
         assert train_b != train_job
-        wait_for("the eval Job and the new PyTorchJob done", lambda: succeeded("job", eval_job) and succeeded(
-            "pytorchjob", train_b), 900, diagnose=lambda: describe(cluster, ns) + logs(cluster, ns))
+        wait_for("the eval Job and the new PyTorchJob done",
+                 lambda: finished(cluster, "job", eval_job, ns) and finished(cluster, "pytorchjob", train_b, ns), 900,
+                 diagnose=lambda: describe(cluster, ns) + logs(cluster, ns))
         TIMINGS["helm: upgrade to evaluated"] = time.monotonic() - t0
         pod = get(cluster, "pods", "-n", ns, "-l", f"job-name={eval_job}")["items"][0]
         assert pod["spec"]["containers"][0]["image"] == TRAINER_IMAGE + "-b"
@@ -604,9 +614,6 @@ def test_kustomize_dev_overlay_generates_and_trains(tier, tmp_path: Path) -> Non
 
     cluster, _node, _ = tier
     ns, tree = "ssrl", k8s_tree()
-    data = tmp_path / "minio-data"
-    data.mkdir()
-    data.chmod(0o777)
     small = "{requests: {cpu: 50m, memory: 128Mi}, limits: {cpu: '1', memory: 2Gi}}"
     overlay = tree / "overlays" / "realnode"
     overlay.mkdir()
@@ -644,28 +651,13 @@ patches:
       - {{op: replace, path: /spec/template/spec/containers/0/resources, value: {small}}}
       - {{op: add, path: /spec/volumeClaimTemplates/0/spec/storageClassName, value: realnode-local-k}}
 """)
-    cluster.kubectl("apply", "-f", "-", input=f"""apiVersion: v1
-kind: PersistentVolume
-metadata: {{name: realnode-minio-k}}
-spec:
-  capacity: {{storage: 20Gi}}
-  accessModes: [ReadWriteOnce]
-  storageClassName: realnode-local-k
-  persistentVolumeReclaimPolicy: Retain
-  hostPath: {{path: "{data}", type: Directory}}
-""")
+    local_volume(cluster, tmp_path / "minio-data", "realnode-minio-k", "realnode-local-k", "20Gi")
     t0 = time.monotonic()
     cluster.kubectl("apply", "--server-side", "-k", str(overlay), timeout=120)
 
-    def complete(kind: str, name: str) -> bool:
-        conds = {c["type"]: c["status"] for c in get(cluster, kind, name, "-n", ns).get("status", {})
-                 .get("conditions", [])}
-        if conds.get("Failed") == "True":
-            raise AssertionError(f"{kind} {name} failed:\n{describe(cluster, ns)}\n{logs(cluster, ns)}")
-        return conds.get("Complete") == "True" or conds.get("Succeeded") == "True"
-
-    wait_for("bucket-init Complete (MinIO up, bucket and users made)", lambda: complete("job", "ssrl-bucket-init"),
-             300, diagnose=lambda: describe(cluster, ns) + logs(cluster, ns))
+    wait_for("bucket-init Complete (MinIO up, bucket and users made)",
+             lambda: finished(cluster, "job", "ssrl-bucket-init", ns), 300,
+             diagnose=lambda: describe(cluster, ns) + logs(cluster, ns))
     with store_port_forward(cluster, ns, tmp_path / "port-forward.log") as root:
         ssrl_cli(root, "synth", str(tmp_path / "synth"), "--count", "6", "--seed", "7")
         ssrl_cli(root, "store", "upload", str(tmp_path / "synth"), "s3://ssrl/sources/images")
@@ -674,8 +666,10 @@ spec:
         assert not get(cluster, "pods", "-n", ns, "-l", "job-name=ssrl-generate")["items"]  # suspended until now
         cluster.kubectl("patch", "job", "ssrl-generate", "-n", ns, "--type", "merge", "-p",
                         '{"spec":{"suspend":false}}')
-        wait_for("the generator's 2 shards and the trainer done", lambda: complete("job", "ssrl-generate") and
-                 complete("pytorchjob", "ssrl-train"), 1200, diagnose=lambda: describe(cluster, ns) + logs(cluster, ns))
+        wait_for("the generator's 2 shards and the trainer done",
+                 lambda: finished(cluster, "job", "ssrl-generate", ns) and finished(cluster, "pytorchjob",
+                                                                                   "ssrl-train", ns), 1200,
+                 diagnose=lambda: describe(cluster, ns) + logs(cluster, ns))
         TIMINGS["kustomize dev: apply to trained"] = time.monotonic() - t0
         gen_status = get(cluster, "job", "ssrl-generate", "-n", ns)["status"]
         assert gen_status["succeeded"] == 2 and not gen_status.get("failed"), gen_status
