@@ -56,6 +56,11 @@ def encode(img: Image.Image, fmt: str, **kw: object) -> bytes:
     return buf.getvalue()
 
 
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    """One PNG chunk: length, type, body and the CRC over type + body."""
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
 def png_with_declared_size(width: int, height: int) -> bytes:
     """A tiny valid PNG whose IHDR is patched to declare ``width`` x ``height`` (CRC fixed): a bomb header."""
     data = bytearray(encode(Image.new("1", (1, 1)), "PNG"))

@@ -34,6 +34,7 @@ from tests.badcorpus import (
     encode,
     gradient,
     jpeg_with_orientation,
+    png_chunk,
     png_with_declared_size,
 )
 from tests.conftest import REFERENCE
@@ -290,13 +291,6 @@ def test_resize_depth_nearest_keeps_nan_and_values() -> None:
     assert resize_depth(depth, (3, 4)) is depth
 
 
-def _png_chunk(kind: bytes, body: bytes) -> bytes:
-    import struct
-    import zlib
-
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
 def interlaced_png(rgb: np.ndarray) -> bytes:
     """An Adam7-interlaced 8-bit RGB PNG (Pillow and OpenCV write none), every scanline unfiltered."""
     import struct
@@ -310,8 +304,8 @@ def interlaced_png(rgb: np.ndarray) -> bytes:
         if sub.size:
             rows += b"".join(b"\0" + row.tobytes() for row in sub)
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 1)
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(rows))
-            + _png_chunk(b"IEND", b""))
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(rows))
+            + png_chunk(b"IEND", b""))
 
 
 def _fast_cases() -> dict[str, bytes]:

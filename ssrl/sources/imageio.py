@@ -19,6 +19,7 @@ import pyspng
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ssrl.errors import RejectError
+from ssrl.sources.png import decode_unfiltered
 
 __all__ = [
     "MAX_ASPECT_RATIO",
@@ -276,15 +277,18 @@ def _png_spng(data: bytes) -> np.ndarray | None:
 
 
 def _decode_fast(data: bytes, img: Image.Image, need_hw: tuple[int, int] | None) -> np.ndarray | None:
-    """Pixels of a plain 8-bit JPEG (OpenCV) or PNG (libspng), identical to Pillow's, without a copy out of a
-    Pillow image; None for every other case, which Pillow then decodes or rejects with its reason.
+    """Pixels of a plain 8-bit JPEG (OpenCV) or PNG (``ssrl.sources.png`` when its rows need no sequential
+    unfiltering, else libspng), identical to Pillow's, without a copy out of a Pillow image; None for every
+    other case, which Pillow then decodes or rejects with its reason.
 
     Pillow has already checked the header (format, declared size) and read the EXIF orientation.
     """
     if img.format == "JPEG" and img.mode in ("RGB", "L") and _complete(data, "JPEG"):
         arr = _jpeg_cv2(data, img, need_hw)
     elif img.format == "PNG" and _plain_png(data, img) and _complete(data, "PNG"):
-        arr = _png_spng(data)
+        arr = decode_unfiltered(data)
+        if arr is None:
+            arr = _png_spng(data)
     else:
         return None
     if arr is None:
