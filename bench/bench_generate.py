@@ -774,7 +774,8 @@ def bench_decoder_libraries(reference: Path, rounds: int) -> dict[str, Any]:
 
     HDF5 depth: h5py's read against ssrl's (``read_depth``'s chunk path), then only the inflate of the same
     chunks through zlib, zlib-ng, ISA-L (``isal``) and libdeflate (``deflate``), those installed. Images:
-    Pillow, OpenCV, libspng (``pyspng``, PNG) or simplejpeg (JPEG, if installed), and ssrl's ``decode_image``.
+    Pillow, OpenCV, libspng (``pyspng``, PNG), ssrl's own PNG reader where it applies (``ssrl.sources.png``) or
+    simplejpeg (JPEG, if installed), and ssrl's ``decode_image``.
     """
     import zlib
 
@@ -783,6 +784,7 @@ def bench_decoder_libraries(reference: Path, rounds: int) -> dict[str, Any]:
 
     from ssrl.sources.depth import DepthFormat, _read_h5
     from ssrl.sources.imageio import decode_image
+    from ssrl.sources.png import decode_unfiltered
 
     inflaters: dict[str, Callable[[bytes, int], bytes]] = {"zlib": lambda b, n: zlib.decompress(b, 15, n)}
     if zng := _optional("zlib_ng.zlib_ng"):
@@ -835,6 +837,8 @@ def bench_decoder_libraries(reference: Path, rounds: int) -> dict[str, Any]:
         fns = {"Pillow": pillow, "OpenCV": opencv}
         if png and spng:
             fns["libspng"] = lambda data=data: spng.load(data)
+        if png and decode_unfiltered(data) is not None:  # rows filtered None/Sub/Up only
+            fns["ISA-L + numpy"] = lambda data=data: decode_unfiltered(data)
         if not png and simplejpeg:
             fns["simplejpeg"] = lambda data=data: simplejpeg.decode_jpeg(data, "RGB")
         for lib, fn in fns.items():
