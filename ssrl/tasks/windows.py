@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 
 def window_minmax(depth: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -56,28 +57,33 @@ def window_minmax_at(depth: np.ndarray, ys: np.ndarray, xs: np.ndarray, size: in
     if h < size or w < size:  # no window fits
         return np.full(ys.shape, -np.inf, depth.dtype), np.full(ys.shape, np.inf, depth.dtype)
     inside = (ys >= half) & (ys < h - half) & (xs >= half) & (xs < w - half)
-    off = np.arange(-half, half + 1)
-    centre = np.where(inside, ys, half) * w + np.where(inside, xs, half)
-    # one flat gather of (n, size * size) values, 3x faster than 2-D fancy indexing and per-window isfinite
-    win = np.take(depth.reshape(-1), centre[:, None] + (off[:, None] * w + off).ravel())
-    lo, hi = win.min(axis=1), win.max(axis=1)
+    # index a view of every window by its top-left corner: (n, size, size) copied a window row at a time, 3x
+    # faster than a flat gather through an (n, size * size) index array (itself 8x the size of the values)
+    windows = sliding_window_view(depth, (size, size))
+    win = windows[np.where(inside, ys - half, 0), np.where(inside, xs - half, 0)]
+    lo, hi = win.min(axis=(1, 2)), win.max(axis=(1, 2))
     ok = inside & np.isfinite(lo) & np.isfinite(hi)  # NaN anywhere makes both NaN; +-inf shows in one of them
     return np.where(ok, lo, -np.inf), np.where(ok, hi, np.inf)
 
 
-def exact_percentiles(values: np.ndarray, q: tuple[float, ...]) -> list[np.float64]:
-    """``np.percentile(values, q)`` (linear method), bit for bit and as float64, without partitioning the
-    whole array.
+def exact_percentiles(values: np.ndarray, q: tuple[float, ...], valid: np.ndarray | None = None) -> list[np.float64]:
+    """``np.percentile(values[valid], q)`` (linear method; all values when ``valid`` is None), bit for bit and
+    as float64, without partitioning the whole array or gathering ``values[valid]``.
 
     Robust depth ranges ask for tails (0.5 and 99.5 %): only the values beyond a threshold read off a strided
-    sample are partitioned, ~3x faster on a 1 Mpx map. If the sample misjudges the tail (too few values
-    beyond it), the full ``np.percentile`` answers instead, so the result is always exact.
+    sample are partitioned, ~3x faster on a 1 Mpx map; the ``valid`` mask is applied to the sample and the
+    tails only (the 3 MB copy of a map's valid pixels cost as much as the rest). If the sample misjudges the
+    tail (too few values beyond it), the full ``np.percentile`` answers instead, so the result is always exact.
     """
     values = np.asarray(values).ravel()
-    n = values.size
-    if n < 8192:
-        return list(np.percentile(values, q))
-    sample = np.sort(values[:: n // 2048])
+    if valid is not None:
+        valid = np.asarray(valid).ravel()
+    n = values.size if valid is None else int(np.count_nonzero(valid))
+    step = max(1, values.size // 2048)
+    sample = values[::step] if valid is None else values[::step][valid[::step]]
+    if n < 8192 or sample.size < 64:  # small, or too sparse a sample to place a threshold
+        return list(np.percentile(values if valid is None else values[valid], q))
+    sample = np.sort(sample)
     out = []
     for p in q:
         virtual = np.float64(p) / 100 * (n - 1)  # numpy's own arithmetic for the rank and the weight
@@ -86,9 +92,12 @@ def exact_percentiles(values: np.ndarray, q: tuple[float, ...]) -> list[np.float
         low = k < n / 2
         need = k + 2 if low else n - k  # the smallest k + 2 values, or the largest n - k
         r = min(sample.size - 1, int(need / n * sample.size * 1.5) + 8)
-        tail = values[values <= sample[r]] if low else values[values >= sample[sample.size - 1 - r]]
+        beyond = values <= sample[r] if low else values >= sample[sample.size - 1 - r]
+        if valid is not None:
+            beyond &= valid
+        tail = values[beyond]
         if tail.size < need:
-            return list(np.percentile(values, q))
+            return list(np.percentile(values if valid is None else values[valid], q))
         j = k if low else k - (n - tail.size)  # rank of the k-th value inside the tail
         a, b = np.partition(tail, [j, j + 1])[[j, j + 1]] if j + 1 < tail.size else (tail.max(), tail.max())
         out.append(np.float64(np.quantile(np.array([a, b], dtype=values.dtype), gamma)))
