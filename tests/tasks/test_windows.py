@@ -46,6 +46,20 @@ def test_a_misjudged_tail_falls_back_to_numpy(monkeypatch: pytest.MonkeyPatch) -
     assert got == list(real(v, (0.5, 99.5)))
 
 
+@pytest.mark.parametrize("valid_fraction", [1.0, 0.9, 0.3, 0.02])
+def test_exact_percentiles_over_a_mask_equal_numpy_on_the_masked_values(valid_fraction: float) -> None:
+    """With ``valid``, the percentiles are those of ``values[valid]`` (NaN and +-inf outside the mask never count),
+    also when the mask is too sparse for the sampled threshold and numpy answers."""
+    rng = np.random.default_rng(int(valid_fraction * 100))
+    for _ in range(8):
+        v = _values(str(rng.choice(["uniform", "ties", "heavy tails"])), int(rng.integers(8192, 300_000)), rng)
+        valid = rng.random(v.size) < valid_fraction
+        v[~valid & (rng.random(v.size) < 0.5)] = rng.choice([np.nan, np.inf, -np.inf])
+        q = (0.5, 99.5)
+        got, want = exact_percentiles(v, q, valid), list(np.percentile(v[valid], q))
+        assert got == want and all(type(g) is np.float64 for g in got), (valid_fraction, v.size)
+
+
 # ------------------------------------------------------------------- window statistics: the fast paths are exact
 def _scipy_minmax(depth: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """The definition: scipy's min/max filters, with NaN and pixels beyond the image as +-inf."""
