@@ -113,6 +113,17 @@ def pick(mask: np.ndarray, rng: np.random.Generator) -> tuple[int, int] | None:
     return y, x
 
 
+def _nth_true(mask: np.ndarray, ends: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(y, x) of the n-th True pixels of ``mask`` in row-major order (``ends``: the cumulative True count at
+    each row's end): ``np.divmod(np.flatnonzero(mask)[n], W)`` without listing every True pixel (a 2 MB
+    index array per depth band, for the 128 pixels a batch draws)."""
+    ys = np.searchsorted(ends, n, side="right")
+    seen = np.cumsum(mask[ys], axis=1, dtype=np.int32)  # True pixels up to and including each column
+    rank = n - (ends[ys] - seen[:, -1])  # 0-based rank inside its row
+    xs = np.argmax(seen > rank[:, None], axis=1)
+    return ys, xs
+
+
 def pick_flat(depth: np.ndarray, allowed: np.ndarray, size: int, max_range: float, rng: np.random.Generator,
               *, batch: int = 128, tries: int = 4) -> tuple[int, int] | None:
     """A uniformly random allowed pixel whose window is flat (range < max_range), or None if there is none.
@@ -121,13 +132,14 @@ def pick_flat(depth: np.ndarray, allowed: np.ndarray, size: int, max_range: floa
     flat allowed pixels", at the cost of a few hundred windows. Only when ``tries`` batches find nothing
     is the whole image filtered, so "none" is always exact.
     """
-    flat_idx = np.flatnonzero(allowed)
-    if flat_idx.size == 0:
+    allowed = np.ascontiguousarray(allowed, dtype=bool)
+    ends = np.cumsum(allowed.view(np.uint8).sum(axis=1, dtype=np.intp))  # allowed pixels up to each row's end
+    count = int(ends[-1]) if ends.size else 0
+    if count == 0:
         return None
     w = depth.shape[1]
     for _ in range(tries):
-        draw = flat_idx[rng.integers(flat_idx.size, size=batch)]
-        ys, xs = np.divmod(draw, w)
+        ys, xs = _nth_true(allowed, ends, rng.integers(count, size=batch))
         lo, hi = window_minmax_at(depth, ys, xs, size)
         hit = np.flatnonzero(hi - lo < max_range)
         if hit.size:
@@ -135,7 +147,7 @@ def pick_flat(depth: np.ndarray, allowed: np.ndarray, size: int, max_range: floa
     # exact fallback, filtered only over the allowed pixels' bounding box plus half a window: every window
     # centred in the box lies inside that crop or leaves the image at the same edge, and the box's pixels in
     # row-major order are the whole image's, so ``pick`` draws the same pixel
-    ys, xs = np.divmod(flat_idx, w)
+    ys, xs = np.divmod(np.flatnonzero(allowed), w)
     half = size // 2
     y0, y1, x0, x1 = int(ys[0]), int(ys[-1]) + 1, int(xs.min()), int(xs.max()) + 1
     cy0, cx0 = max(0, y0 - half), max(0, x0 - half)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from ssrl.tasks.windows import exact_percentiles, pick, pick_flat, window_minmax, window_minmax_at
+from ssrl.tasks.windows import _nth_true, exact_percentiles, pick, pick_flat, window_minmax, window_minmax_at
 
 
 def _values(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -127,3 +127,15 @@ def test_pick_flat_fallback_draws_what_the_whole_image_filter_draws() -> None:
         assert got == want, (h, w, size)
         found += got is not None
     assert found > 50  # both outcomes were exercised
+
+
+def test_nth_true_is_flatnonzero_indexed() -> None:
+    """pick_flat's draws find the n-th allowed pixel from per-row counts: the pixel ``np.flatnonzero`` lists n-th."""
+    rng = np.random.default_rng(3)
+    for h, w, p in [(1, 1, 1.0), (7, 300, 0.5), (120, 90, 0.02), (60, 1037, 0.97)]:
+        mask = rng.random((h, w)) < p
+        mask[0, 0] = True
+        ends = np.cumsum(mask.sum(axis=1))
+        n = rng.integers(ends[-1], size=500)
+        ys, xs = _nth_true(mask, ends, n)
+        assert np.array_equal(ys * w + xs, np.flatnonzero(mask)[n])
