@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import mmap
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -196,30 +194,6 @@ def test_npy_data_shorter_than_its_header_declares_is_corrupt() -> None:
 def test_npy_bad_files(data: bytes, keyword: str) -> None:
     with pytest.raises(RejectError, match=keyword):
         read_depth(data, "x.npy")
-
-
-def _mapped(path: Path, data: bytes) -> mmap.mmap:
-    path.write_bytes(data)
-    with path.open("rb") as f:
-        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-
-
-@pytest.mark.parametrize("name", ["x.npy", "x.h5", "x.png"])
-def test_a_memory_mapped_file_reads_as_its_bytes(tmp_path: Path, name: str) -> None:
-    """``generate`` hands depth files over as read-only memory maps: same array, same rejects as from bytes."""
-    d = good_depth()
-    png = encode(Image.fromarray((d * 1000).astype(np.uint16)), "PNG")
-    data = {"x.npy": npy_file(d, (2, 0)), "x.h5": h5_bytes(d), "x.png": png}[name]
-    mask = np.ones(HW, np.uint8)
-    mask[3:9, 4:7] = 0
-    mask_data = npy_file(mask) if name == "x.npy" else None
-    mapped_mask = _mapped(tmp_path / "mask.npy", mask_data) if mask_data else None
-    out = read_depth(_mapped(tmp_path / name, data), name, mapped_mask, image_hw=HW)
-    assert out.tobytes() == read_depth(data, name, mask_data, image_hw=HW).tobytes()
-    bad_files = [(b"\x80\x04K\x01.", "not a .npy"), (npy_bytes(d)[:100], "corrupt"), (npy_file(d)[:-4], "corrupt")]
-    for i, (bad, keyword) in enumerate(bad_files):
-        with pytest.raises(RejectError, match=keyword):
-            read_depth(_mapped(tmp_path / f"bad{i}.npy", bad), "bad.npy")
 
 
 # --------------------------------------------------------------------------------------------- PNG

@@ -197,23 +197,3 @@ def test_config_errors_are_all_reported() -> None:
 
 def test_env_does_not_leak_between_tests() -> None:
     assert "JOB_COMPLETION_INDEX" not in os.environ
-
-
-def test_depth_files_are_read_mapped_with_the_usual_rejects(tmp_path: Path) -> None:
-    """``_read(mapped=True)`` maps local files (plain path or file://) and reads what cannot be mapped as
-    ``_read`` does: an empty file is empty, a missing one the same reject."""
-    from ssrl.dataset.generate import _read
-
-    data = os.urandom(5000)
-    (tmp_path / "d.npy").write_bytes(data)
-    (tmp_path / "empty.npy").write_bytes(b"")
-    for path in (str(tmp_path / "d.npy"), f"file://{tmp_path / 'd.npy'}"):
-        mapped = _read(path, mapped=True)
-        assert not isinstance(mapped, bytes) and mapped is not None and mapped[:] == data
-    assert _read(str(tmp_path / "empty.npy"), mapped=True) == b""
-    for path in (str(tmp_path / "missing.npy"), str(tmp_path)):
-        with pytest.raises(RejectError) as unmapped:
-            _read(path)
-        with pytest.raises(RejectError) as mapped_error:
-            _read(path, mapped=True)
-        assert str(mapped_error.value) == str(unmapped.value)

@@ -13,7 +13,6 @@ import concurrent.futures as cf
 import hashlib
 import json
 import math
-import mmap
 import multiprocessing
 import os
 from collections import Counter
@@ -186,24 +185,10 @@ def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=default)
 
 
-def _read(path: str | None, *, mapped: bool = False) -> bytes | mmap.mmap | None:
-    """A source file's bytes (local path or store URL); an unreadable one is a reject, not a crash.
-
-    ``mapped``: a local file comes back as a read-only memory map, for readers that take any buffer and view
-    it in place (``read_depth``): a DIODE depth map and its mask are then never copied into fresh memory,
-    ~2 ms per source (8-10 ms measured on a busy 2-core host). Empty or unmappable files are read as usual
-    (and rejected with the usual reason). Sources are inputs nobody rewrites during a run: a file truncated
-    while mapped would end the worker (SIGBUS) instead of becoming a reject.
-    """
+def _read(path: str | None) -> bytes | None:
+    """A source file's bytes (local path or store URL); an unreadable one is a reject, not a crash."""
     if path is None:
         return None
-    local = path[len("file://"):] if path.startswith("file://") else None if "://" in path else path
-    if mapped and local is not None:
-        try:
-            with open(local, "rb") as f:
-                return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        except (OSError, ValueError):  # ValueError: an empty file cannot be mapped
-            pass
     try:
         return read_url(path)
     except StoreUnavailableError:
@@ -226,7 +211,7 @@ def _load_scene(source: Source, ctx: _Context) -> tuple[Scene, str | None, dict[
         depth_problem = "no depth map paired with this image"
     elif needs_depth:
         try:
-            depth_data, mask_data = _read(source.depth, mapped=True), _read(source.mask, mapped=True)
+            depth_data, mask_data = _read(source.depth), _read(source.mask)
             assert depth_data is not None
             record["depth_sha256"] = hashlib.sha256(depth_data).hexdigest()
             raw = read_depth(depth_data, source.depth, mask_data, fmt=cfg.depth_format, image_hw=full_hw)

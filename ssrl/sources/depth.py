@@ -8,7 +8,6 @@ file name's extension.
 from __future__ import annotations
 
 import io
-import mmap
 import warnings
 from dataclasses import dataclass
 from operator import add, sub
@@ -23,9 +22,6 @@ __all__ = ["DEPTH_EXTENSIONS", "DepthFormat", "read_depth", "validate_depth"]
 
 DEPTH_EXTENSIONS = (".h5", ".hdf5", ".npy", ".png")
 _NPY_MAGIC = b"\x93NUMPY"
-
-#: What the readers take: a file's bytes, or its read-only memory map (a .npy is viewed in place, never copied).
-Buffer = bytes | mmap.mmap
 
 
 @dataclass(frozen=True)
@@ -79,7 +75,7 @@ def validate_depth(depth: np.ndarray, image_hw: tuple[int, int] | None = None, *
     return np.ascontiguousarray(out)
 
 
-def read_depth(depth_data: Buffer, depth_name: str, mask_data: Buffer | None = None, *,
+def read_depth(depth_data: bytes, depth_name: str, mask_data: bytes | None = None, *,
                fmt: DepthFormat = DepthFormat(), image_hw: tuple[int, int] | None = None) -> np.ndarray:
     """Read a depth file's bytes (format from ``depth_name``'s extension), apply the optional validity mask
     (a ``.npy``, nonzero = valid) and validate; float32 (H, W), NaN = invalid."""
@@ -111,7 +107,7 @@ def _check_pixels(shape: tuple[int, ...], fmt: DepthFormat, what: str) -> None:
                           f"of {fmt.max_pixels}")
 
 
-def _read_h5(data: Buffer, fmt: DepthFormat) -> np.ndarray:
+def _read_h5(data: bytes, fmt: DepthFormat) -> np.ndarray:
     """MegaDepth: one float dataset (default key ``depth``), 0 = invalid."""
     import h5py  # imported lazily: only RGB-D sources need it
 
@@ -150,7 +146,7 @@ def _h5_pipeline(node: Any) -> list[int] | None:
     return filters if all(f in handled for f in filters) else None
 
 
-def _read_h5_chunks(node: Any, data: Buffer) -> np.ndarray | None:
+def _read_h5_chunks(node: Any, data: bytes) -> np.ndarray | None:
     """A chunked shuffle/deflate dataset read straight from the file's bytes, inflated by zlib-ng.
 
     Why: MegaDepth stores depth as float32 gzip-9 in 64x64 chunks, and inflating them is most of the position
@@ -208,16 +204,16 @@ def _h5_datasets(f: Any) -> list[str]:
     return sorted(names)
 
 
-def _read_npy(data: Buffer, what: str) -> np.ndarray:
+def _read_npy(data: bytes, what: str) -> np.ndarray:
     """DIODE depth/mask ``.npy`` as a read-only view of ``data``: no copy (``validate_depth`` makes the one
     copy; ``np.load`` would add another, 3 MB per DIODE map). Never unpickles (object arrays are refused)."""
     from numpy.lib import format as npy
 
     if not data:
         raise RejectError(f"empty {what} file")
-    if data[: len(_NPY_MAGIC)] != _NPY_MAGIC:
+    if not data.startswith(_NPY_MAGIC):
         raise RejectError(f"{what} is not a .npy file")
-    fp = _BufferReader(data)
+    fp = io.BytesIO(data)
     try:
         version = npy.read_magic(fp)
         read_header = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}.get(version)
@@ -238,24 +234,7 @@ def _read_npy(data: Buffer, what: str) -> np.ndarray:
     return arr.reshape(shape, order="F" if fortran else "C")
 
 
-class _BufferReader:
-    """The ``read``/``tell`` of a file over any buffer, copying only what is read: the .npy header parser needs
-    a file, and ``io.BytesIO`` copies every buffer but ``bytes`` whole (a memory-mapped depth map included)."""
-
-    def __init__(self, data: Buffer) -> None:
-        self._view, self._pos = memoryview(data), 0
-
-    def read(self, size: int = -1) -> bytes:
-        end = len(self._view) if size < 0 else self._pos + size
-        out = bytes(self._view[self._pos : end])
-        self._pos += len(out)
-        return out
-
-    def tell(self) -> int:
-        return self._pos
-
-
-def _read_png(data: Buffer, fmt: DepthFormat) -> np.ndarray:
+def _read_png(data: bytes, fmt: DepthFormat) -> np.ndarray:
     """16-bit grey PNG, value * ``png_scale``, 0 = invalid. 8-bit PNGs are refused: too coarse for depth."""
     from PIL import Image, UnidentifiedImageError
 
