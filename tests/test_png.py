@@ -1,4 +1,4 @@
-"""The ISA-L + numpy PNG reader: Pillow's pixels for None/Sub/Up rows, libspng for the rest, nothing damaged."""
+"""The zlib-ng + numpy PNG reader: Pillow's pixels for None/Sub/Up rows, libspng for the rest, nothing damaged."""
 
 from __future__ import annotations
 
