@@ -841,7 +841,7 @@ def bench_decoder_libraries(reference: Path, rounds: int) -> dict[str, Any]:
         if png and spng:
             fns["libspng"] = lambda data=data: spng.load(data)
         if png and decode_unfiltered(data) is not None:  # rows filtered None/Sub/Up only
-            fns["zlib-ng + numpy"] = lambda data=data: decode_unfiltered(data)
+            fns["libdeflate + numpy"] = lambda data=data: decode_unfiltered(data)
         if not png and simplejpeg:
             fns["simplejpeg"] = lambda data=data: simplejpeg.decode_jpeg(data, "RGB")
         for lib, fn in fns.items():

@@ -1,21 +1,23 @@
 """Fast pixels for PNGs whose scanlines need no sequential unfiltering.
 
 A PNG decode is an inflate plus per-row unfiltering. libspng inflates with zlib, most of its time on a
-photo; zlib-ng inflates the same stream ~1.5x faster when told the output size, which the header gives. The
+photo; libdeflate inflates the same stream ~2x faster into a buffer of the size the header declares. The
 None, Sub and Up filters undo as whole-array numpy operations (Sub is a running sum along the row, Up one
-down a run of rows), so such PNGs (the paper's own RGB sample has only None rows) decode here ~1.5x faster
+down a run of rows), so such PNGs (the paper's own RGB sample has only None rows) decode here ~2x faster
 than libspng. Average and Paeth depend on the pixel just decoded to their left, which only a compiled loop
 does quickly: those files, and anything this reader does not fully check, are left to libspng
-(``decode_unfiltered`` returns None).
+(``decode_unfiltered`` returns None). zlib-ng checks the chunk CRCs and peeks at the first rows' filters.
 
-Why not ISA-L, which inflates another ~25% faster: on AVX-512 machines it leaves the CPU in a state that
-made the next OpenCV resize 3x slower (1.9 -> 5.9 ms), costing more per sample than it saved (bench/README.md).
+Why not ISA-L, which inflates as fast: on AVX-512 machines it leaves the CPU in a state that made the next
+OpenCV resize 3x slower (1.9 -> 5.9 ms), costing more per sample than it saved (bench/README.md); libdeflate
+and zlib-ng do not.
 """
 
 from __future__ import annotations
 
 import struct
 
+import deflate
 import numpy as np
 from zlib_ng import zlib_ng
 
@@ -79,8 +81,8 @@ def decode_unfiltered(data: bytes) -> np.ndarray | None:
     Sub and Up filters, exactly as libspng and Pillow decode it (no gamma, sBIT or tRNS transform); None for
     every other PNG and for any damage (chunk CRC, zlib checksum, size), which libspng then decodes or refuses.
 
-    The caller has checked the declared size against its decompression-bomb limit; the inflate stops one byte
-    past the size the header declares, however far the stream would run. The result may be a read-only view.
+    The caller has checked the declared size against its decompression-bomb limit; the inflate writes at most
+    the size the header declares, however far the stream would run. The result may be a read-only view.
     """
     if not data.startswith(_SIGNATURE):
         return None
@@ -98,11 +100,12 @@ def decode_unfiltered(data: bytes) -> np.ndarray | None:
         head = zlib_ng.decompressobj().decompress(stream, min(height, _PEEK_ROWS) * stride)
         if max(head[::stride], default=0) > 2:  # Average/Paeth already at the top: libspng, without inflating
             return None
-        inflate = zlib_ng.decompressobj()
-        raw = inflate.decompress(stream, height * stride + 1)  # one byte more shows a stream that runs on
-    except zlib_ng.error:
+        # into a buffer of exactly the declared size: a stream that runs on fails, however far it would run;
+        # libdeflate checks the zlib checksum
+        raw = deflate.zlib_decompress(stream, height * stride)
+    except (zlib_ng.error, deflate.DeflateError):
         return None
-    if len(raw) != height * stride or not inflate.eof:  # eof: the stream ended and its checksum matched
+    if len(raw) != height * stride:  # the stream ended early
         return None
     pixels = _unfilter(np.frombuffer(raw, np.uint8).reshape(height, stride), channels)
     if pixels is None:
