@@ -79,10 +79,14 @@ def exact_percentiles(values: np.ndarray, q: tuple[float, ...], valid: np.ndarra
     if valid is not None:
         valid = np.asarray(valid).ravel()
     n = values.size if valid is None else int(np.count_nonzero(valid))
+
+    def numpy_answer() -> list[np.float64]:
+        return list(np.percentile(values if valid is None else values[valid], q))
+
     step = max(1, values.size // 2048)
     sample = values[::step] if valid is None else values[::step][valid[::step]]
     if n < 8192 or sample.size < 64:  # small, or too sparse a sample to place a threshold
-        return list(np.percentile(values if valid is None else values[valid], q))
+        return numpy_answer()
     sample = np.sort(sample)
     out = []
     for p in q:
@@ -97,7 +101,7 @@ def exact_percentiles(values: np.ndarray, q: tuple[float, ...], valid: np.ndarra
             beyond &= valid
         tail = values[beyond]
         if tail.size < need:
-            return list(np.percentile(values if valid is None else values[valid], q))
+            return numpy_answer()
         j = k if low else k - (n - tail.size)  # rank of the k-th value inside the tail
         a, b = np.partition(tail, [j, j + 1])[[j, j + 1]] if j + 1 < tail.size else (tail.max(), tail.max())
         out.append(np.float64(np.quantile(np.array([a, b], dtype=values.dtype), gamma)))
